@@ -1,0 +1,1 @@
+"""Cog: make and organize AI-generated image series."""
