@@ -32,14 +32,18 @@ class Settings(BaseSettings):
         env_prefix="COG_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
-    data_dir: Path = Field(Path("./cog-data"), description="Folder for the embedded database and files.")
+    data_dir: Path = Field(
+        Path("./cog-data"), description="Folder for the embedded database and files."
+    )
     database_url: str = Field(
         "", description="SQLAlchemy async URL; default: SQLite in the data dir."
     )
     storage_url: str = Field(
         "", description="`file://<folder>` or `s3://<bucket>`; default: a folder in the data dir."
     )
-    s3_endpoint_url: str = Field("", description="Endpoint of an S3-compatible store (MinIO, R2, Supabase).")
+    s3_endpoint_url: str = Field(
+        "", description="Endpoint of an S3-compatible store (MinIO, R2, Supabase)."
+    )
     s3_region: str = Field("us-east-1", description="Region of the S3 bucket.")
     host: str = Field("127.0.0.1", description="Address `cog serve` listens on.")
     port: int = Field(8000, description="Port `cog serve` listens on.")
@@ -61,9 +65,7 @@ class Settings(BaseSettings):
     executor: ExecutorKind = Field(
         ExecutorKind.embedded, description="`embedded` (in `cog serve`) or `queue` (workers)."
     )
-    provider: ProviderKind = Field(
-        ProviderKind.auto, description="`auto`, `gemini` or `preview`."
-    )
+    provider: ProviderKind = Field(ProviderKind.auto, description="`auto`, `gemini` or `preview`.")
     gemini_base_url: str = Field("", description="Another endpoint for the Gemini API.")
     text_model: str = Field("gemini-3.5-flash", description="Model for drafting and llm steps.")
     image_model: str = Field("gemini-3-pro-image", description="Model for image steps.")

@@ -1,0 +1,1 @@
+"""Database: tables, sessions, migrations and one query module per aggregate."""

@@ -1,0 +1,158 @@
+"""The `cog_*` tables. PostgreSQL is the reference dialect; SQLite gets equivalent types."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cog.db.base import Base, JsonDoc, TagList, UTCDateTime, utcnow
+
+
+def _enum_check(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Series(Base):
+    __tablename__ = "cog_series"
+    __table_args__ = (
+        sa.CheckConstraint("parent_id IS NULL OR parent_id <> id", name="not_own_parent"),
+        sa.CheckConstraint("length(title) > 0", name="title_not_empty"),
+        sa.Index("ix_cog_series_parent_id_created_at", "parent_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("cog_series.id"))
+    title: Mapped[str] = mapped_column(sa.Text)
+    description: Mapped[str] = mapped_column(sa.Text, server_default="")
+    tags: Mapped[list[str]] = mapped_column(TagList, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Image(Base):
+    __tablename__ = "cog_images"
+    __table_args__ = (
+        sa.CheckConstraint(_enum_check("source", ["upload", "generated"]), name="source"),
+        sa.CheckConstraint("width > 0 AND height > 0 AND size_bytes >= 0", name="dimensions"),
+        # Newest-first keyset pagination within a series walks this index.
+        sa.Index("ix_cog_images_series_id_created_at_id", "series_id", "created_at", "id"),
+        sa.Index("ix_cog_images_sha256", "sha256"),
+        sa.Index("ix_cog_images_job_id", "job_id"),
+        sa.Index("ix_cog_images_run_id", "run_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    series_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("cog_series.id"))
+    source: Mapped[str] = mapped_column(sa.Text)
+    storage_path: Mapped[str] = mapped_column(sa.Text, unique=True)
+    original_filename: Mapped[str | None] = mapped_column(sa.Text)
+    mime_type: Mapped[str] = mapped_column(sa.Text)
+    width: Mapped[int] = mapped_column(sa.Integer)
+    height: Mapped[int] = mapped_column(sa.Integer)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    prompt: Mapped[str | None] = mapped_column(sa.Text)
+    model: Mapped[str | None] = mapped_column(sa.Text)
+    provider: Mapped[str | None] = mapped_column(sa.Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JsonDoc, default=dict)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("cog_jobs.id", ondelete="SET NULL")
+    )
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("cog_job_runs.id", ondelete="SET NULL")
+    )
+    step_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("cog_step_runs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "cog_jobs"
+    __table_args__ = (sa.Index("ix_cog_jobs_series_id_created_at", "series_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    series_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("cog_series.id"))
+    title: Mapped[str] = mapped_column(sa.Text)
+    base_prompt: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.Text, server_default="draft")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class JobStep(Base):
+    __tablename__ = "cog_job_steps"
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "position"),
+        sa.CheckConstraint(_enum_check("kind", ["llm", "image"]), name="kind"),
+        sa.CheckConstraint("position >= 0", name="position"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("cog_jobs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(sa.Integer)
+    kind: Mapped[str] = mapped_column(sa.Text)
+    prompt: Mapped[str] = mapped_column(sa.Text)
+    model: Mapped[str | None] = mapped_column(sa.Text)
+    config: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+
+
+class JobRun(Base):
+    __tablename__ = "cog_job_runs"
+    __table_args__ = (
+        sa.CheckConstraint(
+            _enum_check("status", ["queued", "running", "succeeded", "failed", "cancelled"]),
+            name="status",
+        ),
+        sa.Index("ix_cog_job_runs_job_id_created_at", "job_id", "created_at"),
+        sa.Index("ix_cog_job_runs_status", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("cog_jobs.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(sa.Text, server_default="queued")
+    # The steps as they were when the run was triggered; later edits of the job do not touch it.
+    steps_snapshot: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc, default=list)
+    base_prompt: Mapped[str] = mapped_column(sa.Text, server_default="")
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    cancel_requested: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    # Which executor holds the run and when it last said so; recovery looks for stale claims.
+    claimed_by: Mapped[str | None] = mapped_column(sa.Text)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class StepRun(Base):
+    __tablename__ = "cog_step_runs"
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "position"),
+        sa.CheckConstraint(
+            _enum_check(
+                "status", ["pending", "running", "succeeded", "failed", "cancelled", "skipped"]
+            ),
+            name="status",
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    run_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("cog_job_runs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(sa.Integer)
+    kind: Mapped[str] = mapped_column(sa.Text)
+    model: Mapped[str | None] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.Text, server_default="pending")
+    rendered_prompt: Mapped[str | None] = mapped_column(sa.Text)
+    text: Mapped[str | None] = mapped_column(sa.Text)
+    image_ids: Mapped[list[str]] = mapped_column(JsonDoc, default=list)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc, default=list)
+    usage: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

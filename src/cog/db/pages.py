@@ -1,0 +1,57 @@
+"""Keyset pagination: opaque cursors that name the last row of the page before."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from cog.errors import Invalid
+
+T = TypeVar("T")
+
+MAX_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+def encode_cursor(*values: Any) -> str:
+    plain = [v.isoformat() if isinstance(v, dt.datetime) else str(v) for v in values]
+    return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *kinds: type) -> tuple[Any, ...]:
+    """Decode a cursor made by `encode_cursor` whose values have the given types."""
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(raw, list) or len(raw) != len(kinds):
+            raise ValueError
+        out: list[Any] = []
+        for kind, value in zip(kinds, raw, strict=True):
+            if kind is dt.datetime:
+                parsed = dt.datetime.fromisoformat(value)
+                if parsed.tzinfo is None:
+                    raise ValueError
+                out.append(parsed)
+            elif kind is uuid.UUID:
+                out.append(uuid.UUID(value))
+            else:
+                out.append(kind(value))
+        return tuple(out)
+    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Invalid(
+            "The cursor is not one this server gave out; start again without `cursor`."
+        ) from exc
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Invalid(f"`limit` must be between 1 and {MAX_LIMIT}.")
+    return limit

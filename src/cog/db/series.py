@@ -1,0 +1,137 @@
+"""Queries on the series tree."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cog.db.base import tag_filter
+from cog.db.models import Image, Job, Series
+from cog.db.pages import Page, decode_cursor, encode_cursor
+
+
+@dataclass(frozen=True)
+class SeriesStats:
+    image_count: int
+    child_count: int
+
+
+async def get(session: AsyncSession, series_id: uuid.UUID) -> Series | None:
+    return await session.get(Series, series_id)
+
+
+def _subtree_cte(root_id: uuid.UUID) -> sa.CTE:
+    cte = sa.select(Series.id).where(Series.id == root_id).cte("subtree", recursive=True)
+    return cte.union_all(sa.select(Series.id).join(cte, Series.parent_id == cte.c.id))
+
+
+async def ancestors(session: AsyncSession, series_id: uuid.UUID) -> list[Series]:
+    """The chain from the root down to the series' parent (breadcrumbs)."""
+    walk = (
+        sa.select(Series.id, Series.parent_id, sa.literal(0).label("depth"))
+        .where(Series.id == series_id)
+        .cte("walk", recursive=True)
+    )
+    walk = walk.union_all(
+        sa.select(Series.id, Series.parent_id, (walk.c.depth + 1).label("depth")).join(
+            walk, Series.id == walk.c.parent_id
+        )
+    )
+    rows = await session.execute(
+        sa.select(Series)
+        .join(walk, Series.id == walk.c.id)
+        .where(walk.c.depth > 0)
+        .order_by(walk.c.depth.desc())
+    )
+    return list(rows.scalars())
+
+
+async def subtree_ids(session: AsyncSession, root_id: uuid.UUID) -> list[uuid.UUID]:
+    cte = _subtree_cte(root_id)
+    return list((await session.execute(sa.select(cte.c.id))).scalars())
+
+
+async def is_in_subtree(session: AsyncSession, root_id: uuid.UUID, candidate_id: uuid.UUID) -> bool:
+    cte = _subtree_cte(root_id)
+    found = await session.execute(sa.select(cte.c.id).where(cte.c.id == candidate_id).limit(1))
+    return found.first() is not None
+
+
+async def stats(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, SeriesStats]:
+    if not ids:
+        return {}
+    image_rows = await session.execute(
+        sa.select(Image.series_id, sa.func.count())
+        .where(Image.series_id.in_(ids))
+        .group_by(Image.series_id)
+    )
+    child_rows = await session.execute(
+        sa.select(Series.parent_id, sa.func.count())
+        .where(Series.parent_id.in_(ids))
+        .group_by(Series.parent_id)
+    )
+    images: dict[uuid.UUID | None, int] = dict(image_rows)
+    children: dict[uuid.UUID | None, int] = dict(child_rows)
+    return {i: SeriesStats(images.get(i, 0), children.get(i, 0)) for i in ids}
+
+
+async def listing(
+    session: AsyncSession,
+    *,
+    parent_id: uuid.UUID | None,
+    whole_tree: bool,
+    tag: str | None,
+    text: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Series]:
+    """Series ordered by title. `whole_tree` searches every level; otherwise one level."""
+    query = sa.select(Series)
+    if not whole_tree:
+        query = query.where(
+            Series.parent_id.is_(None) if parent_id is None else Series.parent_id == parent_id
+        )
+    if tag:
+        query = query.where(tag_filter(Series.tags, tag))
+    if text:
+        needle = text.lower()
+        query = query.where(
+            sa.or_(
+                sa.func.lower(Series.title).contains(needle, autoescape=True),
+                sa.func.lower(Series.description).contains(needle, autoescape=True),
+            )
+        )
+    if cursor:
+        after_title, after_id = decode_cursor(cursor, str, uuid.UUID)
+        query = query.where(sa.tuple_(Series.title, Series.id) > sa.tuple_(after_title, after_id))
+    query = query.order_by(Series.title, Series.id).limit(limit + 1)
+    rows = list((await session.execute(query)).scalars())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].title, rows[-1].id)
+    return Page(rows, next_cursor)
+
+
+async def storage_paths_in(session: AsyncSession, series_ids: Sequence[uuid.UUID]) -> list[str]:
+    rows = await session.execute(
+        sa.select(Image.storage_path).where(Image.series_id.in_(series_ids))
+    )
+    return list(rows.scalars())
+
+
+async def image_ids_in(session: AsyncSession, series_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    rows = await session.execute(sa.select(Image.id).where(Image.series_id.in_(series_ids)))
+    return list(rows.scalars())
+
+
+async def delete_many(session: AsyncSession, series_ids: Sequence[uuid.UUID]) -> None:
+    """Delete series with their images' rows and their jobs (runs and steps cascade)."""
+    await session.execute(sa.delete(Image).where(Image.series_id.in_(series_ids)))
+    await session.execute(sa.delete(Job).where(Job.series_id.in_(series_ids)))
+    # Children first is not needed: the foreign key is checked at the end of the statement.
+    await session.execute(sa.delete(Series).where(Series.id.in_(series_ids)))

@@ -1,0 +1,51 @@
+"""Domain enums shared by the database, the engine and the web layer."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ImageSource(StrEnum):
+    upload = "upload"
+    generated = "generated"
+
+
+class StepKind(StrEnum):
+    llm = "llm"
+    image = "image"
+
+
+class JobStatus(StrEnum):
+    draft = "draft"
+    ready = "ready"
+
+
+class RunStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
+
+
+class StepStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    skipped = "skipped"
+
+
+# Accepted image formats: Pillow format name -> (mime type, file extension).
+IMAGE_FORMATS: dict[str, tuple[str, str]] = {
+    "PNG": ("image/png", "png"),
+    "JPEG": ("image/jpeg", "jpg"),
+    "WEBP": ("image/webp", "webp"),
+    "GIF": ("image/gif", "gif"),
+    "AVIF": ("image/avif", "avif"),
+}

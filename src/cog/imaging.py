@@ -1,0 +1,164 @@
+"""Pillow: sniff and verify images, measure them and make thumbnails.
+
+Nothing here trusts a file name or a declared content type: the bytes decide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from typing import IO
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cog.domain import IMAGE_FORMATS
+from cog.errors import CogError, Invalid, TooLarge, UnsupportedMedia
+
+ACCEPTED = "PNG, JPEG, WebP, GIF or AVIF"
+
+# Magic numbers of the accepted formats: a file that starts like one of them but does not decode
+# is corrupt (422), not of another type (415).
+_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    (0, b"\x89PNG\r\n\x1a\n"),
+    (0, b"\xff\xd8\xff"),
+    (0, b"GIF87a"),
+    (0, b"GIF89a"),
+    (8, b"WEBP"),
+    (4, b"ftypavif"),
+    (4, b"ftypavis"),
+)
+
+_OTHER_KINDS: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"BM", "a BMP image"),
+    (0, b"II*\x00", "a TIFF image"),
+    (0, b"MM\x00*", "a TIFF image"),
+    (0, b"%PDF", "a PDF document"),
+    (4, b"ftypheic", "a HEIC image"),
+    (4, b"ftypmif1", "a HEIF image"),
+    (0, b"<svg", "an SVG drawing"),
+    (0, b"<?xml", "an XML document"),
+    (0, b"PK\x03\x04", "a zip archive"),
+)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What Cog records about a verified image."""
+
+    format: str
+    mime_type: str
+    extension: str
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class VerifiedImage:
+    info: ImageInfo
+    thumbnail: bytes
+
+
+def _looks_like(head: bytes, table: tuple[tuple[int, bytes], ...]) -> bool:
+    return any(head[offset : offset + len(magic)] == magic for offset, magic in table)
+
+
+def _describe_other(head: bytes) -> str | None:
+    stripped = head.lstrip()
+    for offset, magic, name in _OTHER_KINDS:
+        if stripped[offset : offset + len(magic)].lower() == magic.lower():
+            return name
+    return None
+
+
+def _sha256_and_size(fp: IO[bytes]) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    fp.seek(0)
+    while chunk := fp.read(1024 * 1024):
+        digest.update(chunk)
+        size += len(chunk)
+    fp.seek(0)
+    return digest.hexdigest(), size
+
+
+def verify_image(
+    fp: IO[bytes], *, max_bytes: int, max_pixels: int, thumbnail_px: int
+) -> VerifiedImage:
+    """Check that `fp` holds one whole image of an accepted format, within the limits.
+
+    Raises `UnsupportedMedia` (not an accepted image), `Invalid` (empty, truncated, corrupt) or
+    `TooLarge` (bytes or pixels). On success answers the facts and a WebP thumbnail, made from
+    the same decode so a large image is decoded once.
+    """
+    sha256, size = _sha256_and_size(fp)
+    if size == 0:
+        raise Invalid("The file is empty.")
+    if size > max_bytes:
+        raise TooLarge(
+            f"The file is {size / 1e6:.1f} MB; the largest accepted is {max_bytes / 1e6:.1f} MB."
+        )
+    head = fp.read(64)
+    fp.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(fp, formats=list(IMAGE_FORMATS))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TooLarge(f"The image has too many pixels ({exc}).") from exc
+    except UnidentifiedImageError as exc:
+        if _looks_like(head, _SIGNATURES):
+            raise Invalid("The image is damaged or truncated and cannot be read.") from exc
+        other = _describe_other(head)
+        what = f"This is {other}" if other else "This is not an image Cog can read"
+        raise UnsupportedMedia(f"{what}; Cog accepts {ACCEPTED} images.") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise Invalid(f"The image is damaged and cannot be read ({exc}).") from exc
+    with image:
+        fmt = image.format or ""
+        if fmt not in IMAGE_FORMATS:
+            raise UnsupportedMedia(f"{fmt or 'This'} images are not accepted; use {ACCEPTED}.")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise TooLarge(
+                f"The image is {width}x{height} ({width * height / 1e6:.0f} megapixels); "
+                f"the largest accepted is {max_pixels / 1e6:.0f} megapixels."
+            )
+        try:
+            thumbnail = _decode_to_thumbnail(image, thumbnail_px)
+        except CogError:
+            raise
+        except Exception as exc:  # Pillow's decoders raise many types for damaged data
+            raise Invalid(f"The image is damaged or truncated and cannot be read ({exc}).") from exc
+    mime, ext = IMAGE_FORMATS[fmt]
+    info = ImageInfo(fmt, mime, ext, width, height, size, sha256)
+    return VerifiedImage(info=info, thumbnail=thumbnail)
+
+
+def _decode_to_thumbnail(image: Image.Image, px: int) -> bytes:
+    # JPEG can decode straight at a reduced scale: same check of the whole stream, less memory.
+    if image.format == "JPEG":
+        image.draft("RGB", (px, px))
+    image.load()  # decodes everything: truncated or corrupt data fails here
+    return thumbnail_webp(image, px)
+
+
+def thumbnail_webp(image: Image.Image, px: int) -> bytes:
+    thumb = ImageOps.exif_transpose(image)
+    thumb.thumbnail((px, px), Image.Resampling.LANCZOS)
+    if thumb.mode not in ("RGB", "RGBA"):
+        thumb = thumb.convert(
+            "RGBA" if "transparency" in thumb.info or thumb.mode in ("LA", "PA") else "RGB"
+        )
+    out = io.BytesIO()
+    thumb.save(out, format="WEBP", quality=82, method=4)
+    return out.getvalue()
+
+
+def thumbnail_from_bytes(data: bytes, px: int) -> bytes:
+    """Thumbnail of an image already verified and stored (regenerating a lost thumbnail)."""
+    with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as image:
+        return _decode_to_thumbnail(image, px)

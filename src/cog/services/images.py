@@ -1,0 +1,258 @@
+"""Images: verified uploads, listing, edits, moves, deletion, and the bytes behind them."""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+import anyio
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cog.config import Settings
+from cog.db import images as images_db
+from cog.db.models import Image
+from cog.db.pages import Page, check_limit
+from cog.domain import ImageSource
+from cog.errors import CogError, Invalid, NotFound, TooLarge
+from cog.imaging import VerifiedImage, thumbnail_from_bytes, verify_image
+from cog.services import series as series_service
+from cog.storage import ObjectStore, StoredObjectMissing
+from cog.storage.keys import image_key, thumbnail_key
+
+log = logging.getLogger(__name__)
+
+MAX_FILENAME = 255
+UNSET: Any = series_service.UNSET
+
+
+@dataclass(frozen=True)
+class IncomingFile:
+    """A file as a person sent it. `filename` is only ever recorded, never used as a path."""
+
+    filename: str | None
+    file: IO[bytes]
+
+
+class UploadRefused(CogError):
+    """One or more files of a batch were refused; nothing of the batch was kept."""
+
+    def __init__(self, refusals: list[tuple[str, CogError]], total: int) -> None:
+        first = refusals[0][1]
+        self.status_code = first.status_code
+        lines = "; ".join(f"{name}: {err.message}" for name, err in refusals)
+        super().__init__(
+            f"{len(refusals)} of {total} file(s) refused, nothing was stored. {lines}",
+            files=[
+                {"filename": name, "status": err.status_code, "error": err.message}
+                for name, err in refusals
+            ],
+        )
+
+
+def display_name(filename: str | None, index: int) -> str:
+    """The file name as the person will see it again: its last path part, printable, bounded."""
+    if not filename:
+        return f"file {index + 1}"
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    clean = "".join(ch for ch in base if ch.isprintable()).strip()
+    return clean[:MAX_FILENAME] or f"file {index + 1}"
+
+
+async def _verify(settings: Settings, fp: IO[bytes]) -> VerifiedImage:
+    return await anyio.to_thread.run_sync(
+        functools.partial(
+            verify_image,
+            fp,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            thumbnail_px=settings.thumbnail_px,
+        )
+    )
+
+
+async def require(session: AsyncSession, image_id: uuid.UUID) -> Image:
+    found = await images_db.get(session, image_id)
+    if found is None:
+        raise NotFound(f"There is no image {image_id}.")
+    return found
+
+
+async def upload(
+    session: AsyncSession,
+    store: ObjectStore,
+    settings: Settings,
+    series_id: uuid.UUID,
+    files: Sequence[IncomingFile],
+) -> list[Image]:
+    """Verify every file, then store them all or none."""
+    await series_service.require(session, series_id)
+    if not files:
+        raise Invalid("No files were sent; send one or more in parts named `files`.")
+    if len(files) > settings.max_files_per_upload:
+        raise TooLarge(
+            f"{len(files)} files in one upload; at most {settings.max_files_per_upload} are "
+            "accepted at once."
+        )
+    names = [display_name(f.filename, i) for i, f in enumerate(files)]
+    verified: list[VerifiedImage] = []
+    refusals: list[tuple[str, CogError]] = []
+    for name, incoming in zip(names, files, strict=True):
+        try:
+            verified.append(await _verify(settings, incoming.file))
+        except CogError as err:
+            refusals.append((name, err))
+    if refusals:
+        raise UploadRefused(refusals, len(files))
+    images = [
+        Image(
+            id=uuid.uuid4(),
+            series_id=series_id,
+            source=ImageSource.upload,
+            original_filename=(incoming.filename and name),
+            mime_type=v.info.mime_type,
+            width=v.info.width,
+            height=v.info.height,
+            size_bytes=v.info.size_bytes,
+            sha256=v.info.sha256,
+            meta={},
+        )
+        for name, incoming, v in zip(names, files, verified, strict=True)
+    ]
+    for image, v in zip(images, verified, strict=True):
+        image.storage_path = image_key(image.id, v.info.extension)
+    await _persist(
+        session,
+        store,
+        [(img, f.file, v.thumbnail) for img, f, v in zip(images, files, verified, strict=True)],
+    )
+    return images
+
+
+async def store_generated(
+    session: AsyncSession,
+    store: ObjectStore,
+    settings: Settings,
+    *,
+    series_id: uuid.UUID,
+    data: bytes,
+    prompt: str,
+    model: str,
+    provider: str,
+    metadata: dict[str, Any],
+    job_id: uuid.UUID | None = None,
+    run_id: uuid.UUID | None = None,
+    step_id: uuid.UUID | None = None,
+) -> Image:
+    """Verify and keep an image a model made, with its provenance. Commits."""
+    verified = await _verify(settings, io.BytesIO(data))
+    image = Image(
+        id=uuid.uuid4(),
+        series_id=series_id,
+        source=ImageSource.generated,
+        original_filename=None,
+        mime_type=verified.info.mime_type,
+        width=verified.info.width,
+        height=verified.info.height,
+        size_bytes=verified.info.size_bytes,
+        sha256=verified.info.sha256,
+        prompt=prompt,
+        model=model,
+        provider=provider,
+        meta=metadata,
+        job_id=job_id,
+        run_id=run_id,
+        step_id=step_id,
+    )
+    image.storage_path = image_key(image.id, verified.info.extension)
+    await _persist(session, store, [(image, data, verified.thumbnail)])
+    return image
+
+
+async def _persist(
+    session: AsyncSession,
+    store: ObjectStore,
+    items: list[tuple[Image, bytes | IO[bytes], bytes]],
+) -> None:
+    """Write each image's file and thumbnail, then commit the rows: all of them or none."""
+    written: list[str] = []
+    try:
+        for image, data, thumb in items:
+            await store.put(image.storage_path, data)
+            written.append(image.storage_path)
+            await store.put(thumbnail_key(image.id), thumb)
+            written.append(thumbnail_key(image.id))
+        session.add_all([image for image, _, _ in items])
+        await session.commit()
+    except BaseException:
+        # Whatever stopped us (a store error, the database, a cancelled request), nothing of
+        # the batch may stay behind: no row without its file, no file without its row.
+        await session.rollback()
+        with anyio.CancelScope(shield=True):
+            for key in written:
+                await _delete_quietly(store, key)
+        raise
+
+
+async def listing(
+    session: AsyncSession, series_id: uuid.UUID, *, limit: int = 100, cursor: str | None = None
+) -> Page[Image]:
+    check_limit(limit)
+    await series_service.require(session, series_id)
+    return await images_db.page_in_series(session, series_id, limit=limit, cursor=cursor)
+
+
+async def update(
+    session: AsyncSession,
+    image_id: uuid.UUID,
+    *,
+    series_id: uuid.UUID = UNSET,
+    original_filename: str | None = UNSET,
+    metadata: dict[str, Any] = UNSET,
+) -> Image:
+    image = await require(session, image_id)
+    if series_id is not UNSET and series_id != image.series_id:
+        await series_service.require(session, series_id)
+        image.series_id = series_id
+    if original_filename is not UNSET:
+        image.original_filename = display_name(original_filename, 0) if original_filename else None
+    if metadata is not UNSET:
+        image.meta = metadata
+    await session.commit()
+    return image
+
+
+async def delete(session: AsyncSession, store: ObjectStore, image_id: uuid.UUID) -> None:
+    image = await require(session, image_id)
+    paths = [image.storage_path, thumbnail_key(image.id)]
+    await session.delete(image)
+    await session.commit()
+    for key in paths:
+        await _delete_quietly(store, key)
+
+
+async def thumbnail(store: ObjectStore, settings: Settings, image: Image) -> bytes:
+    """The cached WebP thumbnail; made again (once) if it has gone missing."""
+    key = thumbnail_key(image.id)
+    try:
+        return await store.get(key)
+    except StoredObjectMissing:
+        pass
+    try:
+        original = await store.get(image.storage_path)
+    except StoredObjectMissing as exc:
+        raise NotFound(f"The file of image {image.id} is missing from the store.") from exc
+    data = await anyio.to_thread.run_sync(thumbnail_from_bytes, original, settings.thumbnail_px)
+    await store.put(key, data)
+    return data
+
+
+async def _delete_quietly(store: ObjectStore, key: str) -> None:
+    try:
+        await store.delete(key)
+    except Exception:
+        log.warning("could not delete stored object %s", key, exc_info=True)

@@ -1,0 +1,160 @@
+"""Series: create, edit, move within the tree, list and delete."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cog.db import series as series_db
+from cog.db.models import Series
+from cog.db.pages import Page, check_limit
+from cog.errors import Conflict, NotFound
+from cog.storage import ObjectStore
+from cog.storage.keys import thumbnail_key
+
+log = logging.getLogger(__name__)
+
+UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class SeriesView:
+    series: Series
+    ancestors: list[Series]
+    image_count: int
+    child_count: int
+
+
+def normalize_tags(tags: list[str]) -> list[str]:
+    """Trimmed, lower case, each once, in the order given."""
+    seen: dict[str, None] = {}
+    for tag in tags:
+        clean = " ".join(tag.split()).lower()
+        if clean:
+            seen.setdefault(clean, None)
+    return list(seen)
+
+
+async def require(session: AsyncSession, series_id: uuid.UUID) -> Series:
+    found = await series_db.get(session, series_id)
+    if found is None:
+        raise NotFound(f"There is no series {series_id}.")
+    return found
+
+
+async def view(session: AsyncSession, series_id: uuid.UUID) -> SeriesView:
+    found = await require(session, series_id)
+    chain = await series_db.ancestors(session, series_id)
+    counts = (await series_db.stats(session, [series_id]))[series_id]
+    return SeriesView(found, chain, counts.image_count, counts.child_count)
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    title: str,
+    description: str = "",
+    tags: list[str] | None = None,
+    parent_id: uuid.UUID | None = None,
+) -> Series:
+    if parent_id is not None:
+        await require(session, parent_id)
+    series = Series(
+        title=title.strip(),
+        description=description,
+        tags=normalize_tags(tags or []),
+        parent_id=parent_id,
+    )
+    session.add(series)
+    await session.commit()
+    return series
+
+
+async def update(
+    session: AsyncSession,
+    series_id: uuid.UUID,
+    *,
+    title: str = UNSET,
+    description: str = UNSET,
+    tags: list[str] = UNSET,
+    parent_id: uuid.UUID | None = UNSET,
+) -> Series:
+    series = await require(session, series_id)
+    if parent_id is not UNSET and parent_id != series.parent_id:
+        if parent_id is not None:
+            await require(session, parent_id)
+            # Moving under itself or any of its descendants would cut the subtree loose in a cycle.
+            if await series_db.is_in_subtree(session, series_id, parent_id):
+                raise Conflict("A series cannot move inside itself or one of its own sub-series.")
+        series.parent_id = parent_id
+    if title is not UNSET:
+        series.title = title.strip()
+    if description is not UNSET:
+        series.description = description
+    if tags is not UNSET:
+        series.tags = normalize_tags(tags)
+    await session.commit()
+    return series
+
+
+async def listing(
+    session: AsyncSession,
+    *,
+    parent_id: uuid.UUID | None = None,
+    tag: str | None = None,
+    text: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[Page[Series], dict[uuid.UUID, series_db.SeriesStats]]:
+    """One level of the tree, or (with a tag or text filter) matches anywhere in it."""
+    check_limit(limit)
+    if parent_id is not None:
+        await require(session, parent_id)
+    tag = normalize_tags([tag])[0] if tag and normalize_tags([tag]) else None
+    text = text.strip() if text and text.strip() else None
+    page = await series_db.listing(
+        session,
+        parent_id=parent_id,
+        whole_tree=parent_id is None and bool(tag or text),
+        tag=tag,
+        text=text,
+        limit=limit,
+        cursor=cursor,
+    )
+    counts = await series_db.stats(session, [s.id for s in page.items])
+    return page, counts
+
+
+async def delete(
+    session: AsyncSession, store: ObjectStore, series_id: uuid.UUID, *, recursive: bool
+) -> int:
+    """Delete a series; with `recursive`, its whole subtree. Answers how many images went.
+
+    Rows go first, in one transaction; files go after the commit, so no row ever points at a
+    missing file. A file whose delete fails is left for `cog doctor` to find, never a row.
+    """
+    await require(session, series_id)
+    ids = await series_db.subtree_ids(session, series_id)
+    image_ids = await series_db.image_ids_in(session, ids)
+    if not recursive and (len(ids) > 1 or image_ids):
+        raise Conflict(
+            f"The series holds {len(image_ids)} image(s) and {len(ids) - 1} sub-series "
+            "(counting the whole subtree). Delete with recursive=true to remove them all."
+        )
+    paths = await series_db.storage_paths_in(session, ids)
+    await series_db.delete_many(session, ids)
+    await session.commit()
+    await _remove_files(store, paths + [thumbnail_key(i) for i in image_ids])
+    return len(image_ids)
+
+
+async def _remove_files(store: ObjectStore, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            await store.delete(key)
+        except Exception:  # the rows are gone; a stray file is harmless and found by doctor
+            log.warning("could not delete stored object %s", key, exc_info=True)

@@ -1,0 +1,81 @@
+"""The `ObjectStore` seam and its one implementation over obstore (local folder or S3)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import obstore
+from obstore.exceptions import NotFoundError
+
+
+class StoredObjectMissing(Exception):
+    """The key has no object behind it."""
+
+
+class ObjectStore(Protocol):
+    """Where image bytes live. Keys are made by Cog, never taken from user input."""
+
+    name: str
+
+    async def put(self, key: str, data: bytes | IO[bytes] | Path) -> None:
+        """Write the whole object; readers never see a partial one."""
+
+    async def get(self, key: str) -> bytes: ...
+
+    def stream(self, key: str) -> AsyncIterator[bytes]: ...
+
+    async def size(self, key: str) -> int | None:
+        """The object's size, or None when it does not exist."""
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; a missing one is not an error."""
+
+    def list_keys(self, prefix: str = "") -> AsyncIterator[str]: ...
+
+
+class ObstoreStore:
+    """Any obstore backend. Local puts are atomic (written aside, then renamed), S3 puts are
+    atomic by nature, so a crash never leaves a half-written object under its key."""
+
+    def __init__(self, store: Any, name: str) -> None:
+        self._store = store
+        self.name = name
+
+    async def put(self, key: str, data: bytes | IO[bytes] | Path) -> None:
+        if not isinstance(data, bytes | Path):
+            data.seek(0)  # noqa: ASYNC240 - a seek on an open file, not path I/O
+        await obstore.put_async(self._store, key, data)
+
+    async def get(self, key: str) -> bytes:
+        try:
+            result = await obstore.get_async(self._store, key)
+            return bytes(await result.bytes_async())
+        except (FileNotFoundError, NotFoundError) as exc:
+            raise StoredObjectMissing(key) from exc
+
+    async def stream(self, key: str) -> AsyncIterator[bytes]:
+        try:
+            result = await obstore.get_async(self._store, key)
+        except (FileNotFoundError, NotFoundError) as exc:
+            raise StoredObjectMissing(key) from exc
+        async for chunk in result.stream(min_chunk_size=256 * 1024):
+            yield bytes(chunk)
+
+    async def size(self, key: str) -> int | None:
+        try:
+            meta = await obstore.head_async(self._store, key)
+        except (FileNotFoundError, NotFoundError):
+            return None
+        return int(meta["size"])
+
+    async def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError, NotFoundError):
+            await obstore.delete_async(self._store, key)
+
+    async def list_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        async for batch in obstore.list(self._store, prefix or None):
+            for meta in batch:
+                yield str(meta["path"])

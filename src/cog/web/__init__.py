@@ -1,0 +1,1 @@
+"""The web layer: the JSON API and the pages. Thin: it parses, calls a service, renders."""

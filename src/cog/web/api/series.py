@@ -1,0 +1,84 @@
+"""/api/series"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from cog.errors import Invalid
+from cog.services import series as series_service
+from cog.web.deps import SessionDep, StoreDep
+from cog.web.schemas import SeriesCreate, SeriesList, SeriesOut, SeriesUpdate
+
+router = APIRouter(prefix="/api/series", tags=["series"])
+
+
+@router.get("", response_model=SeriesList)
+async def list_series(
+    session: SessionDep,
+    parent_id: Annotated[
+        uuid.UUID | None, Query(description="List the children of this series.")
+    ] = None,
+    tag: Annotated[str | None, Query(description="Only series with this tag (whole tree).")] = None,
+    q: Annotated[
+        str | None, Query(description="Text in the title or description (whole tree).")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: str | None = None,
+) -> SeriesList:
+    """Top-level series; children with `parent_id`; with `tag` or `q`, matches at any depth."""
+    page, counts = await series_service.listing(
+        session, parent_id=parent_id, tag=tag, text=q, limit=limit, cursor=cursor
+    )
+    return SeriesList(
+        items=[
+            SeriesOut.of(
+                s, image_count=counts[s.id].image_count, child_count=counts[s.id].child_count
+            )
+            for s in page.items
+        ],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.post("", response_model=SeriesOut, status_code=status.HTTP_201_CREATED)
+async def create_series(body: SeriesCreate, session: SessionDep) -> SeriesOut:
+    created = await series_service.create(
+        session,
+        title=body.title,
+        description=body.description,
+        tags=body.tags,
+        parent_id=body.parent_id,
+    )
+    return SeriesOut.of_view(await series_service.view(session, created.id))
+
+
+@router.get("/{series_id}", response_model=SeriesOut)
+async def get_series(series_id: uuid.UUID, session: SessionDep) -> SeriesOut:
+    return SeriesOut.of_view(await series_service.view(session, series_id))
+
+
+@router.patch("/{series_id}", response_model=SeriesOut)
+async def update_series(series_id: uuid.UUID, body: SeriesUpdate, session: SessionDep) -> SeriesOut:
+    sent = body.model_fields_set
+    for field in ("title", "description", "tags"):
+        if field in sent and getattr(body, field) is None:
+            raise Invalid(f"`{field}` cannot be null.")
+    changes = {field: getattr(body, field) for field in sent}
+    await series_service.update(session, series_id, **changes)
+    return SeriesOut.of_view(await series_service.view(session, series_id))
+
+
+@router.delete("/{series_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_series(
+    series_id: uuid.UUID,
+    session: SessionDep,
+    store: StoreDep,
+    recursive: Annotated[
+        bool, Query(description="Also delete every sub-series and image under it.")
+    ] = False,
+) -> Response:
+    await series_service.delete(session, store, series_id, recursive=recursive)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,91 @@
+"""`create_app(settings)`: the ASGI app, built from settings, with nothing global."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from cog import __version__
+from cog.config import Settings
+from cog.db.migrate import ensure_schema
+from cog.errors import CogError
+from cog.web import pages
+from cog.web.api import images as images_api
+from cog.web.api import series as series_api
+from cog.web.security import SecurityHeaders, TokenGuard
+from cog.web.state import AppState
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    state = AppState.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ensure_schema(state.engine, auto_upgrade=settings.is_sqlite)
+        try:
+            yield
+        finally:
+            await state.engine.dispose()
+
+    app = FastAPI(
+        title="Cog",
+        version=__version__,
+        description="Make and organize AI-generated image series.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.cog = state
+
+    @app.exception_handler(CogError)
+    async def cog_error(_request: Request, exc: CogError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message, **exc.extra}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [_describe(err) for err in exc.errors()]
+        return JSONResponse(
+            {"detail": "; ".join(problems), "errors": _jsonable(exc.errors())}, status_code=422
+        )
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Cog API",
+            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/favicon.svg",
+        )
+
+    app.include_router(series_api.router)
+    app.include_router(images_api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(TokenGuard, token=settings.token)
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+def _describe(err: object) -> str:
+    assert isinstance(err, dict)
+    where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+    message = str(err.get("msg", "is not valid"))
+    return f"{where}: {message}" if where else message
+
+
+def _jsonable(errors: object) -> object:
+    # Pydantic puts the offending input (and sometimes exception objects) in `ctx`; keep what
+    # JSON can carry.
+    import json
+
+    return json.loads(json.dumps(errors, default=str))

@@ -1,0 +1,37 @@
+"""FastAPI dependencies as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cog.config import Settings
+from cog.storage import ObjectStore
+from cog.web.state import AppState
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.cog
+    return state
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_state(request).sessions() as session:
+        yield session
+
+
+def get_store(request: Request) -> ObjectStore:
+    return get_state(request).store
+
+
+def get_settings(request: Request) -> Settings:
+    return get_state(request).settings
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,0 +1,156 @@
+"""Request and response bodies of the JSON API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from cog.db.models import Image, Series
+from cog.services.series import SeriesView
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=20_000)]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Tags = Annotated[list[Tag], Field(max_length=100)]
+
+
+class Input(BaseModel):
+    """Request bodies refuse unknown fields, so a typo is an error, not a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SeriesCreate(Input):
+    title: Title
+    description: Description = ""
+    tags: Tags = []
+    parent_id: uuid.UUID | None = None
+
+
+class SeriesUpdate(Input):
+    """Only the fields sent change. `parent_id: null` moves the series to the top level."""
+
+    title: Title | None = None
+    description: Description | None = None
+    tags: Tags | None = None
+    parent_id: uuid.UUID | None = None
+
+
+class SeriesRef(BaseModel):
+    id: uuid.UUID
+    title: str
+
+
+class SeriesOut(BaseModel):
+    id: uuid.UUID
+    parent_id: uuid.UUID | None
+    title: str
+    description: str
+    tags: list[str]
+    image_count: int
+    child_count: int
+    ancestors: list[SeriesRef] | None = Field(
+        None, description="From the root down to the parent; given when one series is asked for."
+    )
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @classmethod
+    def of(
+        cls,
+        series: Series,
+        *,
+        image_count: int,
+        child_count: int,
+        ancestors: list[Series] | None = None,
+    ) -> SeriesOut:
+        return cls(
+            id=series.id,
+            parent_id=series.parent_id,
+            title=series.title,
+            description=series.description,
+            tags=list(series.tags),
+            image_count=image_count,
+            child_count=child_count,
+            ancestors=None
+            if ancestors is None
+            else [SeriesRef(id=a.id, title=a.title) for a in ancestors],
+            created_at=series.created_at,
+            updated_at=series.updated_at,
+        )
+
+    @classmethod
+    def of_view(cls, view: SeriesView) -> SeriesOut:
+        return cls.of(
+            view.series,
+            image_count=view.image_count,
+            child_count=view.child_count,
+            ancestors=view.ancestors,
+        )
+
+
+class SeriesList(BaseModel):
+    items: list[SeriesOut]
+    next_cursor: str | None
+
+
+class ImageOut(BaseModel):
+    id: uuid.UUID
+    series_id: uuid.UUID
+    source: str
+    original_filename: str | None
+    mime_type: str
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
+    prompt: str | None
+    model: str | None
+    provider: str | None
+    metadata: dict[str, Any]
+    job_id: uuid.UUID | None
+    run_id: uuid.UUID | None
+    step_id: uuid.UUID | None
+    created_at: dt.datetime
+    file_url: str
+    thumbnail_url: str
+
+    @classmethod
+    def of(cls, image: Image) -> ImageOut:
+        return cls(
+            id=image.id,
+            series_id=image.series_id,
+            source=image.source,
+            original_filename=image.original_filename,
+            mime_type=image.mime_type,
+            width=image.width,
+            height=image.height,
+            size_bytes=image.size_bytes,
+            sha256=image.sha256,
+            prompt=image.prompt,
+            model=image.model,
+            provider=image.provider,
+            metadata=image.meta,
+            job_id=image.job_id,
+            run_id=image.run_id,
+            step_id=image.step_id,
+            created_at=image.created_at,
+            file_url=f"/api/images/{image.id}/file",
+            thumbnail_url=f"/api/images/{image.id}/thumbnail",
+        )
+
+
+class ImageList(BaseModel):
+    items: list[ImageOut]
+    next_cursor: str | None
+
+
+class ImageUpdate(Input):
+    """Only the fields sent change. `series_id` moves the image to another series."""
+
+    series_id: uuid.UUID | None = None
+    original_filename: Annotated[str, StringConstraints(max_length=255)] | None = None
+    metadata: dict[str, Any] | None = None

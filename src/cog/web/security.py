@@ -1,0 +1,129 @@
+"""Access control (one token) and the security headers every answer carries.
+
+Both are plain ASGI middleware so streaming answers (files, server-sent events) pass untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from http.cookies import SimpleCookie
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+COOKIE = "cog_session"
+# Reachable without the token: the login page itself and the static assets it uses.
+OPEN_PATHS = ("/cog/login", "/static/")
+
+
+def session_cookie_value(token: str) -> str:
+    """The cookie proves knowledge of the token without holding the token itself."""
+    return hmac.new(token.encode(), b"cog-session-v1", hashlib.sha256).hexdigest()
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def request_is_authorized(scope: Scope, token: str) -> bool:
+    auth = _header(scope, b"authorization")
+    if auth.lower().startswith("bearer ") and hmac.compare_digest(
+        auth[7:].strip().encode(), token.encode()
+    ):
+        return True
+    cookies = SimpleCookie()
+    try:
+        cookies.load(_header(scope, b"cookie"))
+    except Exception:
+        return False
+    morsel = cookies.get(COOKIE)
+    return morsel is not None and hmac.compare_digest(
+        morsel.value.encode(), session_cookie_value(token).encode()
+    )
+
+
+class TokenGuard:
+    """With a token configured, every route but the login page needs it."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.token is None
+            or scope["type"] not in ("http", "websocket")
+            or scope["path"].startswith(OPEN_PATHS)
+            or request_is_authorized(scope, self.token)
+        ):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4401})
+            return
+        wants_page = scope["path"].startswith("/cog") or scope["path"] == "/"
+        if wants_page and "text/html" in _header(scope, b"accept"):
+            from urllib.parse import quote
+
+            target = quote(scope["path"], safe="/")
+            headers = [
+                (b"location", f"/cog/login?next={target}".encode()),
+                (b"content-length", b"0"),
+            ]
+            await send({"type": "http.response.start", "status": 303, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = json.dumps(
+            {"detail": "This Cog needs a token: send `Authorization: Bearer <COG_API_TOKEN>`."}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer realm="cog"'),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+        b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    ),
+]
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {key.lower() for key, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                # The API docs page loads its script and styles from a CDN-free inline setup;
+                # it is the one page that needs a looser policy.
+                if scope["path"] in ("/docs", "/redoc"):
+                    extra = [(k, v) for k, v in extra if k != b"content-security-policy"]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
