@@ -74,8 +74,8 @@ async def stats(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UU
         .where(Series.parent_id.in_(ids))
         .group_by(Series.parent_id)
     )
-    images: dict[uuid.UUID | None, int] = dict(image_rows)
-    children: dict[uuid.UUID | None, int] = dict(child_rows)
+    images: dict[uuid.UUID | None, int] = dict(image_rows.all())
+    children: dict[uuid.UUID | None, int] = dict(child_rows.all())
     return {i: SeriesStats(images.get(i, 0), children.get(i, 0)) for i in ids}
 
 
