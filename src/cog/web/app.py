@@ -30,8 +30,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_schema(state.engine, auto_upgrade=settings.is_sqlite)
         try:
+            await ensure_schema(state.engine, auto_upgrade=settings.is_sqlite)
             yield
         finally:
             await state.engine.dispose()
