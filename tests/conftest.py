@@ -185,7 +185,9 @@ def storage_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def storage_settings(storage_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+def storage_settings(
+    storage_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> dict[str, str]:
     if storage_kind == "s3":
         result: dict[str, str] = request.getfixturevalue("s3_storage")
         return result
@@ -237,3 +239,65 @@ def stored_keys(root: Path) -> list[str]:
     if not root.exists():
         return []
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+# --- Gemini over loopback -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gemini_server() -> Iterator[Any]:
+    """The fake Gemini server (real HTTP on loopback, Gemini's REST wire format)."""
+    from cog.testing.gemini_server import GeminiTestServer
+
+    with GeminiTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def gemini(gemini_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A reset fake server, with the SDK's environment pointing at nothing else."""
+    gemini_server.reset()
+    monkeypatch.setenv("GOOGLE_API_KEY", "test-key")
+    for name in (
+        "GOOGLE_GEMINI_BASE_URL",
+        "GOOGLE_GENAI_API_VERSION",
+        "GOOGLE_GENAI_USE_ENTERPRISE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return gemini_server
+
+
+@pytest.fixture
+def gemini_settings(tmp_path: Path, database_url: str, gemini: Any) -> Settings:
+    """Settings for a Cog whose providers are Gemini through the SDK, at the fake server."""
+    return make_settings(
+        tmp_path,
+        database_url=database_url,
+        storage_url=(tmp_path / "storage").as_uri(),
+        provider="gemini",
+        gemini_base_url=gemini.base_url,
+        provider_retry_initial_s=0.01,
+        run_stale_after_s=2.0,
+    )
+
+
+@pytest.fixture
+async def gemini_client(gemini_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in open_client(create_app(gemini_settings)):
+        yield c
+
+
+async def wait_for_run(
+    client: httpx.AsyncClient, run_id: str, *, timeout: float = 20.0
+) -> dict[str, Any]:
+    """Poll a run until it ends; answers its final state."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await client.get(f"/api/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        run: dict[str, Any] = response.json()
+        if run["status"] in ("succeeded", "failed", "cancelled"):
+            return run
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"run {run_id} did not end in {timeout}s: {run}")
+        await asyncio.sleep(0.05)

@@ -69,6 +69,27 @@ class Settings(BaseSettings):
     gemini_base_url: str = Field("", description="Another endpoint for the Gemini API.")
     text_model: str = Field("gemini-3.5-flash", description="Model for drafting and llm steps.")
     image_model: str = Field("gemini-3-pro-image", description="Model for image steps.")
+    provider_max_attempts: Annotated[int, Field(ge=1, le=10)] = Field(
+        4, description="Tries per model call before a step fails (429, 5xx, timeouts)."
+    )
+    provider_retry_initial_s: Annotated[float, Field(ge=0)] = Field(
+        1.0, description="Wait before the first retry, in seconds; it doubles on each retry."
+    )
+    provider_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        120.0, description="Longest wait for one model call, in seconds."
+    )
+    image_concurrency: Annotated[int, Field(ge=1, le=32)] = Field(
+        4, description="Image calls made at the same time, across all runs of the process."
+    )
+    run_concurrency: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="Runs one process executes at the same time."
+    )
+    run_stale_after_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="Seconds without a heartbeat after which a running run is resumed."
+    )
+    run_max_attempts: Annotated[int, Field(ge=1)] = Field(
+        3, description="Times a run is started (first try and resumes) before it is failed."
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -49,3 +49,9 @@ IMAGE_FORMATS: dict[str, tuple[str, str]] = {
     "GIF": ("image/gif", "gif"),
     "AVIF": ("image/avif", "avif"),
 }
+
+
+ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+IMAGE_SIZES = ("1K", "2K", "4K")
+MAX_IMAGES_PER_STEP = 8
+MAX_STEPS = 20

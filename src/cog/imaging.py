@@ -74,6 +74,24 @@ def _describe_other(head: bytes) -> str | None:
     return None
 
 
+def _trim(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def _bytes_text(size: int) -> str:
+    """A size the way the limits are documented: binary units, so 50 MB is 50 * 1024 * 1024."""
+    if size < 1024:
+        return f"{size} bytes"
+    for unit, scale in (("KB", 1024), ("MB", 1024**2)):
+        if size < scale * 1024:
+            return f"{_trim(size / scale)} {unit}"
+    return f"{_trim(size / 1024**3)} GB"
+
+
+def _pixels_text(pixels: int) -> str:
+    return f"{_trim(pixels / 1e6)} megapixels" if pixels >= 100_000 else f"{pixels:,} pixels"
+
+
 def _sha256_and_size(fp: IO[bytes]) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
@@ -98,9 +116,10 @@ def verify_image(
     if size == 0:
         raise Invalid("The file is empty.")
     if size > max_bytes:
-        raise TooLarge(
-            f"The file is {size / 1e6:.1f} MB; the largest accepted is {max_bytes / 1e6:.1f} MB."
-        )
+        have, limit = _bytes_text(size), _bytes_text(max_bytes)
+        if have == limit:  # just over the limit: rounding would hide the difference
+            have, limit = f"{size:,} bytes", f"{max_bytes:,} bytes"
+        raise TooLarge(f"The file is {have}; the largest accepted is {limit}.")
     head = fp.read(64)
     fp.seek(0)
     try:
@@ -108,7 +127,10 @@ def verify_image(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(fp, formats=list(IMAGE_FORMATS))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooLarge(f"The image has too many pixels ({exc}).") from exc
+        raise TooLarge(
+            "The image has too many pixels to open safely; the largest accepted is "
+            f"{_pixels_text(max_pixels)}."
+        ) from exc
     except UnidentifiedImageError as exc:
         if _looks_like(head, _SIGNATURES):
             raise Invalid("The image is damaged or truncated and cannot be read.") from exc
@@ -124,8 +146,8 @@ def verify_image(
         width, height = image.size
         if width * height > max_pixels:
             raise TooLarge(
-                f"The image is {width}x{height} ({width * height / 1e6:.0f} megapixels); "
-                f"the largest accepted is {max_pixels / 1e6:.0f} megapixels."
+                f"The image is {width}x{height} ({_pixels_text(width * height)}); "
+                f"the largest accepted is {_pixels_text(max_pixels)}."
             )
         try:
             thumbnail = _decode_to_thumbnail(image, thumbnail_px)

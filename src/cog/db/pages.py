@@ -35,17 +35,22 @@ def decode_cursor(cursor: str, *kinds: type) -> tuple[Any, ...]:
             raise ValueError
         out: list[Any] = []
         for kind, value in zip(kinds, raw, strict=True):
+            # `encode_cursor` writes strings only, of text a database could store.
+            if not isinstance(value, str) or "\x00" in value:
+                raise ValueError
+            value.encode()  # a lone surrogate raises UnicodeEncodeError, a ValueError
             if kind is dt.datetime:
                 parsed = dt.datetime.fromisoformat(value)
                 if parsed.tzinfo is None:
                     raise ValueError
-                out.append(parsed)
+                # Compared in UTC on both databases; out of range there (year 0) is no cursor.
+                out.append(parsed.astimezone(dt.UTC))
             elif kind is uuid.UUID:
                 out.append(uuid.UUID(value))
             else:
                 out.append(kind(value))
         return tuple(out)
-    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, OverflowError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Invalid(
             "The cursor is not one this server gave out; start again without `cursor`."
         ) from exc

@@ -17,7 +17,13 @@ from sqlalchemy.ext.asyncio import (
 SessionMaker = async_sessionmaker[AsyncSession]
 
 
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite's own lower() folds ASCII only; searches fold case the way PostgreSQL does.
+    dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
     # WAL lets the CLI and `cog serve` share the file; foreign keys are off in SQLite by default.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")

@@ -6,7 +6,7 @@ import functools
 import io
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -27,6 +27,7 @@ from cog.storage.keys import image_key, thumbnail_key
 log = logging.getLogger(__name__)
 
 MAX_FILENAME = 255
+BeforeCommit = Callable[[AsyncSession, Image], Awaitable[None]]
 UNSET: Any = series_service.UNSET
 
 
@@ -147,6 +148,7 @@ async def store_generated(
     job_id: uuid.UUID | None = None,
     run_id: uuid.UUID | None = None,
     step_id: uuid.UUID | None = None,
+    before_commit: BeforeCommit | None = None,
 ) -> Image:
     """Verify and keep an image a model made, with its provenance. Commits."""
     verified = await _verify(settings, io.BytesIO(data))
@@ -169,7 +171,7 @@ async def store_generated(
         step_id=step_id,
     )
     image.storage_path = image_key(image.id, verified.info.extension)
-    await _persist(session, store, [(image, data, verified.thumbnail)])
+    await _persist(session, store, [(image, data, verified.thumbnail)], before_commit)
     return image
 
 
@@ -177,8 +179,13 @@ async def _persist(
     session: AsyncSession,
     store: ObjectStore,
     items: list[tuple[Image, bytes | IO[bytes], bytes]],
+    before_commit: BeforeCommit | None = None,
 ) -> None:
-    """Write each image's file and thumbnail, then commit the rows: all of them or none."""
+    """Write each image's file and thumbnail, then commit the rows: all of them or none.
+
+    `before_commit` may change more rows in the same transaction (a run records the image on
+    its step there, so an image is never stored without being counted, nor counted twice).
+    """
     written: list[str] = []
     try:
         for image, data, thumb in items:
@@ -187,6 +194,10 @@ async def _persist(
             await store.put(thumbnail_key(image.id), thumb)
             written.append(thumbnail_key(image.id))
         session.add_all([image for image, _, _ in items])
+        await session.flush()
+        if before_commit is not None:
+            for image, _, _ in items:
+                await before_commit(session, image)
         await session.commit()
     except BaseException:
         # Whatever stopped us (a store error, the database, a cancelled request), nothing of

@@ -143,7 +143,8 @@ async def delete(
     if not recursive and (len(ids) > 1 or image_ids):
         raise Conflict(
             f"The series holds {len(image_ids)} image(s) and {len(ids) - 1} sub-series "
-            "(counting the whole subtree). Delete with recursive=true to remove them all."
+            "(counting the whole subtree). Delete with recursive=true (`cog series rm "
+            "--recursive`) to remove them all."
         )
     paths = await series_db.storage_paths_in(session, ids)
     await series_db.delete_many(session, ids)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,25 +18,27 @@ from cog import __version__
 from cog.config import Settings
 from cog.db.migrate import ensure_schema
 from cog.errors import CogError
+from cog.runtime import Runtime
 from cog.web import pages
 from cog.web.api import images as images_api
+from cog.web.api import jobs as jobs_api
 from cog.web.api import series as series_api
 from cog.web.security import SecurityHeaders, TokenGuard
-from cog.web.state import AppState
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings) -> FastAPI:
-    state = AppState.build(settings)
+    state = Runtime.build(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             await ensure_schema(state.engine, auto_upgrade=settings.is_sqlite)
+            await state.start()
             yield
         finally:
-            await state.engine.dispose()
+            await state.stop()
 
     app = FastAPI(
         title="Cog",
@@ -54,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [_describe(err) for err in exc.errors()]
         return JSONResponse(
-            {"detail": "; ".join(problems), "errors": _jsonable(exc.errors())}, status_code=422
+            _jsonable({"detail": "; ".join(problems), "errors": exc.errors()}), status_code=422
         )
 
     @app.get("/docs", include_in_schema=False)
@@ -69,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(series_api.router)
     app.include_router(images_api.router)
+    app.include_router(jobs_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(TokenGuard, token=settings.token)
@@ -83,9 +88,19 @@ def _describe(err: object) -> str:
     return f"{where}: {message}" if where else message
 
 
-def _jsonable(errors: object) -> object:
-    # Pydantic puts the offending input (and sometimes exception objects) in `ctx`; keep what
-    # JSON can carry.
-    import json
-
-    return json.loads(json.dumps(errors, default=str))
+def _jsonable(value: object) -> Any:
+    """What JSON can carry of a validation error. Pydantic echoes the offending input (and
+    sometimes exception objects in `ctx`): objects become strings, NaN and Infinity become
+    strings, and text that is not valid Unicode (a lone surrogate sent as `\\ud800`) has `?`
+    in place of what cannot be encoded."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {_jsonable(str(key)): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return _jsonable(str(value))

@@ -9,12 +9,12 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.config import Settings
+from cog.runtime import Runtime
 from cog.storage import ObjectStore
-from cog.web.state import AppState
 
 
-def get_state(request: Request) -> AppState:
-    state: AppState = request.app.state.cog
+def get_state(request: Request) -> Runtime:
+    state: Runtime = request.app.state.cog
     return state
 
 
@@ -31,7 +31,7 @@ def get_settings(request: Request) -> Settings:
     return get_state(request).settings
 
 
-StateDep = Annotated[AppState, Depends(get_state)]
+StateDep = Annotated[Runtime, Depends(get_state)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

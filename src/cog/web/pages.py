@@ -65,8 +65,14 @@ async def image_detail(request: Request, image_id: uuid.UUID, session: SessionDe
 
 
 def _safe_next(target: str) -> str:
-    # Only paths on this site: "//evil.example" or "https://..." would be an open redirect.
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    # Only paths on this site: "//evil.example" or "https://..." would be an open redirect, and
+    # browsers drop tabs and newlines from URLs, so "/\t/evil.example" would become one too.
+    if (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and all(ch.isprintable() and not ch.isspace() for ch in target)
+    ):
         return target
     return "/cog"
 

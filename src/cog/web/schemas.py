@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from cog.db.models import Image, Series
 from cog.services.series import SeriesView
@@ -17,10 +25,56 @@ Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_
 Tags = Annotated[list[Tag], Field(max_length=100)]
 
 
+def _unstorable(value: Any, where: str) -> str | None:
+    """Why a value from a request cannot be stored as it is, or None when it can.
+
+    JSON lets through what the databases refuse: NUL characters (PostgreSQL text and JSONB),
+    lone surrogates (not Unicode text) and NaN or Infinity (not JSON). Refused up front, they
+    are a 422 naming the field, not a database error.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            return f"{where}: text cannot contain NUL characters (\\u0000)"
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return f"{where}: text is not valid Unicode (a lone surrogate)"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return f"{where}: numbers must be finite (no NaN or Infinity)"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reason = _unstorable(key, where) or _unstorable(item, f"{where}.{key}")
+            if reason:
+                return reason
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if reason := _unstorable(item, f"{where}[{index}]"):
+                return reason
+    return None
+
+
+def _storable_text(value: str) -> str:
+    if reason := _unstorable(value, "text"):
+        raise ValueError(reason)
+    return value
+
+
+# A query parameter compared with stored text.
+SearchText = Annotated[str, AfterValidator(_storable_text)]
+
+
 class Input(BaseModel):
-    """Request bodies refuse unknown fields, so a typo is an error, not a silent no-op."""
+    """Request bodies refuse unknown fields, so a typo is an error, not a silent no-op, and
+    values no database can store."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _storable(self) -> Self:
+        for name in type(self).model_fields:
+            if reason := _unstorable(getattr(self, name), name):
+                raise ValueError(reason)
+        return self
 
 
 class SeriesCreate(Input):
@@ -154,3 +208,103 @@ class ImageUpdate(Input):
     series_id: uuid.UUID | None = None
     original_filename: Annotated[str, StringConstraints(max_length=255)] | None = None
     metadata: dict[str, Any] | None = None
+
+
+# --- jobs and runs ------------------------------------------------------------------------------
+
+BasePrompt = Annotated[str, StringConstraints(max_length=20_000)]
+JobTitle = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+
+
+class JobCreate(Input):
+    title: JobTitle = ""
+    base_prompt: BasePrompt
+
+
+class JobUpdate(Input):
+    title: JobTitle | None = None
+    base_prompt: BasePrompt | None = None
+
+
+class StepsReplace(Input):
+    """The whole ordered list. Each step: `{"kind", "prompt", "model", "config"}`."""
+
+    steps: list[dict[str, Any]] = Field(max_length=50)
+
+
+class StepOut(BaseModel):
+    id: uuid.UUID
+    position: int
+    kind: str
+    prompt: str
+    model: str | None
+    config: dict[str, Any]
+
+
+class RunSummary(BaseModel):
+    id: uuid.UUID
+    status: str
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    series_id: uuid.UUID
+    title: str
+    base_prompt: str
+    status: str
+    steps: list[StepOut]
+    last_run: RunSummary | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class AttemptOut(BaseModel):
+    number: int
+    started_at: str
+    duration_ms: float
+    error: str | None
+    status_code: int | None
+
+
+class StepRunOut(BaseModel):
+    position: int
+    kind: str
+    prompt: str
+    model: str | None
+    config: dict[str, Any]
+    status: str
+    rendered_prompt: str | None
+    text: str | None
+    image_ids: list[str]
+    error: str | None
+    attempts: int
+    attempt_log: list[AttemptOut]
+    usage: dict[str, Any]
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class RunOut(BaseModel):
+    id: uuid.UUID
+    job_id: uuid.UUID
+    status: str
+    error: str | None
+    base_prompt: str
+    attempts: int
+    cancel_requested: bool
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    steps: list[StepRunOut]
+
+
+class RunList(BaseModel):
+    items: list[RunOut]
+    next_cursor: str | None

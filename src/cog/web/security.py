@@ -14,7 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "cog_session"
 # Reachable without the token: the login page itself and the static assets it uses.
-OPEN_PATHS = ("/cog/login", "/static/")
+OPEN_PATHS = frozenset({"/cog/login"})
+OPEN_PREFIXES = ("/static/",)
 
 
 def session_cookie_value(token: str) -> str:
@@ -46,6 +47,11 @@ def request_is_authorized(scope: Scope, token: str) -> bool:
     )
 
 
+def _is_page(path: str) -> bool:
+    """Everything but the JSON API is a page a browser may open (the app's pages, /docs)."""
+    return not (path in ("/api", "/openapi.json") or path.startswith("/api/"))
+
+
 class TokenGuard:
     """With a token configured, every route but the login page needs it."""
 
@@ -57,7 +63,8 @@ class TokenGuard:
         if (
             self.token is None
             or scope["type"] not in ("http", "websocket")
-            or scope["path"].startswith(OPEN_PATHS)
+            or scope["path"] in OPEN_PATHS
+            or scope["path"].startswith(OPEN_PREFIXES)
             or request_is_authorized(scope, self.token)
         ):
             await self.app(scope, receive, send)
@@ -65,8 +72,7 @@ class TokenGuard:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 4401})
             return
-        wants_page = scope["path"].startswith("/cog") or scope["path"] == "/"
-        if wants_page and "text/html" in _header(scope, b"accept"):
+        if _is_page(scope["path"]) and "text/html" in _header(scope, b"accept"):
             from urllib.parse import quote
 
             target = quote(scope["path"], safe="/")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from cog.errors import Invalid
 from cog.services import series as series_service
 from cog.web.deps import SessionDep, StoreDep
-from cog.web.schemas import SeriesCreate, SeriesList, SeriesOut, SeriesUpdate
+from cog.web.schemas import SearchText, SeriesCreate, SeriesList, SeriesOut, SeriesUpdate
 
 router = APIRouter(prefix="/api/series", tags=["series"])
 
@@ -21,9 +21,11 @@ async def list_series(
     parent_id: Annotated[
         uuid.UUID | None, Query(description="List the children of this series.")
     ] = None,
-    tag: Annotated[str | None, Query(description="Only series with this tag (whole tree).")] = None,
+    tag: Annotated[
+        SearchText | None, Query(description="Only series with this tag (whole tree).")
+    ] = None,
     q: Annotated[
-        str | None, Query(description="Text in the title or description (whole tree).")
+        SearchText | None, Query(description="Text in the title or description (whole tree).")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: str | None = None,

@@ -1,0 +1,22 @@
+"""The `cog` command: serve, migrate, and work with series, images and jobs from a terminal."""
+
+from __future__ import annotations
+
+import typer
+
+from cog.cli.images import images_app
+from cog.cli.jobs import jobs_app, runs_app
+from cog.cli.series import series_app
+from cog.cli.serve import db_app, serve
+
+app = typer.Typer(help="Cog: make and organize AI-generated image series.", no_args_is_help=True)
+app.command()(serve)
+app.add_typer(db_app, name="db")
+app.add_typer(series_app, name="series")
+app.add_typer(images_app, name="images")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(runs_app, name="runs")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,341 @@
+"""`cog jobs ...` and `cog runs ...`"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.live import Live
+from rich.table import Table
+
+from cog.cli.common import Context, err, out, parse_id, print_json, run
+from cog.db import runs as runs_db
+from cog.domain import RunStatus
+from cog.engine.executor import EmbeddedExecutor, worker_name
+from cog.errors import Invalid
+from cog.services import jobs as jobs_service
+from cog.services import runs as runs_service
+
+jobs_app = typer.Typer(
+    help="Jobs: steps of LLM and image calls that share a base prompt.", no_args_is_help=True
+)
+runs_app = typer.Typer(help="Runs of jobs.", no_args_is_help=True)
+
+STATUS_STYLE = {
+    "pending": "dim",
+    "queued": "dim",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "skipped": "dim",
+}
+
+
+async def _job_dict(ctx: Context, job_id: uuid.UUID) -> dict[str, Any]:
+    job = await jobs_service.require(ctx.session, job_id)
+    steps = await jobs_service.steps(ctx.session, job_id)
+    history = await runs_service.history(ctx.session, job_id, limit=5)
+    return {
+        "id": str(job.id),
+        "series_id": str(job.series_id),
+        "title": job.title,
+        "base_prompt": job.base_prompt,
+        "status": job.status,
+        "steps": [
+            {
+                "position": s.position,
+                "kind": s.kind,
+                "prompt": s.prompt,
+                "model": s.model,
+                "config": s.config,
+            }
+            for s in steps
+        ],
+        "runs": history.items,
+    }
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    out.print(f"[bold]{job['title']}[/bold]  {job['id']}  ({job['status']})")
+    out.print(f"[dim]base prompt:[/dim] {job['base_prompt']}")
+    table = Table("#", "kind", "prompt", "model", "config")
+    for s in job["steps"]:
+        table.add_row(
+            str(s["position"]),
+            s["kind"],
+            s["prompt"],
+            s["model"] or "default",
+            json.dumps(s["config"]) if s["config"] else "",
+        )
+    out.print(
+        table if job["steps"] else "[dim]No steps yet: `cog jobs draft` or `cog jobs edit`.[/dim]"
+    )
+    for r in job["runs"]:
+        style = STATUS_STYLE.get(r["status"], "")
+        out.print(
+            f"run {r['id']}  [{style}]{r['status']}[/{style}]  {r['created_at'][:19]}"
+            + (f"  {r['error']}" if r["error"] else "")
+        )
+
+
+@jobs_app.command("create")
+def jobs_create(
+    series_id: str,
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The base prompt.")],
+    title: Annotated[str, typer.Option(help="A title for the job.")] = "",
+) -> None:
+    """Create a job in a series from a base prompt."""
+    sid = parse_id(series_id, "series")
+
+    async def work(ctx: Context) -> dict[str, Any]:
+        job = await jobs_service.create(ctx.session, sid, title=title, base_prompt=prompt)
+        return await _job_dict(ctx, job.id)
+
+    job = run(work)
+    out.print(f"Created job [bold]{job['title']}[/bold] {job['id']}")
+    out.print(
+        "Next: `cog jobs draft JOB` to let the model write the steps, or `cog jobs edit JOB`."
+    )
+
+
+@jobs_app.command("list")
+def jobs_list(series_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List a series' jobs, newest first."""
+    sid = parse_id(series_id, "series")
+
+    async def work(ctx: Context) -> list[dict[str, Any]]:
+        page = await jobs_service.listing(ctx.session, sid, limit=500)
+        return [await _job_dict(ctx, j.id) for j in page.items]
+
+    jobs = run(work)
+    if as_json:
+        print_json(jobs)
+        return
+    table = Table("id", "title", "steps", "last run")
+    for j in jobs:
+        last = j["runs"][0]["status"] if j["runs"] else ""
+        table.add_row(j["id"], j["title"], str(len(j["steps"])), last)
+    out.print(table if jobs else "No jobs.")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show a job: its steps and its last runs."""
+    jid = parse_id(job_id, "job")
+
+    async def work(ctx: Context) -> dict[str, Any]:
+        return await _job_dict(ctx, jid)
+
+    job = run(work)
+    if as_json:
+        print_json(job)
+    else:
+        _print_job(job)
+
+
+@jobs_app.command("draft")
+def jobs_draft(job_id: str) -> None:
+    """Let the text model draft the steps from the base prompt and the series."""
+    jid = parse_id(job_id, "job")
+
+    async def work(ctx: Context) -> dict[str, Any]:
+        with err.status(f"Drafting with {ctx.runtime.text_provider.name}…"):
+            await jobs_service.draft(ctx.session, ctx.store, ctx.runtime.text_provider, jid)
+        return await _job_dict(ctx, jid)
+
+    _print_job(run(work))
+
+
+def _edit_text(text: str, suffix: str) -> str:
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False, encoding="utf-8") as fp:
+        fp.write(text)
+        path = Path(fp.name)
+    try:
+        subprocess.run([*shlex.split(editor), str(path)], check=True)
+        return path.read_text(encoding="utf-8")
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _parse_steps(text: str, fmt: str) -> list[Any]:
+    try:
+        data = yaml.safe_load(text) if fmt == "yaml" else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise Invalid(f"The file is not valid {fmt.upper()}: {exc}") from exc
+    if isinstance(data, dict) and "steps" in data:
+        data = data["steps"]
+    if not isinstance(data, list):
+        raise Invalid("The file must hold a list of steps (or `steps:` with a list).")
+    return data
+
+
+@jobs_app.command("edit")
+def jobs_edit(
+    job_id: str,
+    fmt: Annotated[str, typer.Option("--format", help="yaml or json")] = "yaml",
+) -> None:
+    """Edit the steps in $EDITOR. Refused edits show why and can be edited again."""
+    jid = parse_id(job_id, "job")
+    if fmt not in ("yaml", "json"):
+        err.print("[red]error:[/red] --format is yaml or json.")
+        raise typer.Exit(2)
+
+    async def load(ctx: Context) -> list[dict[str, Any]]:
+        await jobs_service.require(ctx.session, jid)
+        steps = await jobs_service.steps(ctx.session, jid)
+        return [
+            {"kind": s.kind, "prompt": s.prompt, "model": s.model, "config": s.config}
+            for s in steps
+        ]
+
+    steps = run(load)
+    header = (
+        "# Steps of the job, in order. Each: kind (llm | image), prompt (a template: "
+        "{{ base_prompt }}, {{ series.title }}, {{ steps[0].text }}, {{ previous.text }}),\n"
+        "# model (null: the default), config (count, aspect_ratio, image_size, temperature, "
+        "input_images).\n"
+    )
+    text = (
+        header + yaml.safe_dump({"steps": steps}, sort_keys=False, allow_unicode=True, width=100)
+        if fmt == "yaml"
+        else json.dumps({"steps": steps}, indent=2, ensure_ascii=False)
+    )
+    while True:
+        edited = _edit_text(text, f".{fmt}")
+        if edited == text:
+            out.print("No changes.")
+            return
+
+        async def save(ctx: Context, edited: str = edited) -> dict[str, Any]:
+            await jobs_service.replace_steps(ctx.session, jid, _parse_steps(edited, fmt))
+            return await _job_dict(ctx, jid)
+
+        try:
+            job = run(save)
+        except typer.Exit:
+            if not typer.confirm("Edit again?", default=True):
+                raise
+            text = edited
+            continue
+        out.print("Saved.")
+        _print_job(job)
+        return
+
+
+def _progress_table(view: dict[str, Any]) -> Table:
+    style = STATUS_STYLE.get(view["status"], "")
+    table = Table(title=f"run {view['id'][:8]}  [{style}]{view['status']}[/{style}]", expand=False)
+    table.add_column("#")
+    table.add_column("kind")
+    table.add_column("status")
+    table.add_column("images")
+    table.add_column("output", max_width=70, overflow="ellipsis", no_wrap=True)
+    for s in view["steps"]:
+        st = STATUS_STYLE.get(s["status"], "")
+        wanted = s["config"].get("count", 1) if s["kind"] == "image" else 0
+        images = f"{len(s['image_ids'])}/{wanted}" if wanted else ""
+        output = s["error"] or (s["text"] or "").replace("\n", " ")
+        table.add_row(str(s["position"]), s["kind"], f"[{st}]{s['status']}[/{st}]", images, output)
+    return table
+
+
+@jobs_app.command("run")
+def jobs_run(
+    job_id: str,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Run it here and show its progress until it ends.")
+    ] = False,
+) -> None:
+    """Run the job. With --wait it runs in this terminal with live progress; without, it is
+    queued for the `cog serve` (or `cog worker`) that shares this database."""
+    jid = parse_id(job_id, "job")
+
+    async def work(ctx: Context) -> dict[str, Any]:
+        started = await runs_service.start(ctx.session, jid)
+        if not wait:
+            return await runs_service.view(ctx.session, started.id)
+        runtime = ctx.runtime
+        executor = EmbeddedExecutor(
+            runtime.runner_deps(),
+            stale_after_s=ctx.settings.run_stale_after_s,
+            name=worker_name("cli"),
+        )
+        if not await runs_db.claim(ctx.session, started.id, executor.name):
+            return await runs_service.view(ctx.session, started.id)
+        import asyncio
+
+        task = asyncio.create_task(executor.run_claimed(started.id))
+        with Live(console=err, refresh_per_second=8) as live:
+            while True:
+                async with runtime.sessions() as session:
+                    view = await runs_service.view(session, started.id)
+                live.update(_progress_table(view))
+                if task.done():
+                    break
+                await runtime.notifier.wait(started.id, 0.5)
+        await task
+        async with runtime.sessions() as session:
+            return await runs_service.view(session, started.id)
+
+    view = run(work)
+    if not wait:
+        out.print(f"Queued run {view['id']}. Follow it with `cog runs show {view['id']}`.")
+        return
+    made = sum(len(s["image_ids"]) for s in view["steps"])
+    style = STATUS_STYLE.get(view["status"], "")
+    out.print(f"Run {view['id']} [{style}]{view['status']}[/{style}]: {made} image(s) made.")
+    if view["error"]:
+        err.print(view["error"])
+    if view["status"] != RunStatus.succeeded:
+        raise typer.Exit(1)
+
+
+@jobs_app.command("rm")
+def jobs_rm(job_id: str) -> None:
+    """Delete a job and its runs. The images it made stay in the series."""
+    jid = parse_id(job_id, "job")
+
+    async def work(ctx: Context) -> None:
+        await jobs_service.delete(ctx.session, jid)
+
+    run(work)
+    out.print(f"Deleted job {jid}; its images stay in the series.")
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show a run: each step's status, output, images and error."""
+    rid = parse_id(run_id, "run")
+
+    async def work(ctx: Context) -> dict[str, Any]:
+        return await runs_service.view(ctx.session, rid)
+
+    view = run(work)
+    if as_json:
+        print_json(view)
+    else:
+        out.print(_progress_table(view))
+        if view["error"]:
+            out.print(view["error"])
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: str) -> None:
+    """Cancel a run; the step in flight stops, what finished is kept."""
+    rid = parse_id(run_id, "run")
+
+    async def work(ctx: Context) -> bool:
+        return await runs_service.request_cancel(ctx.session, rid)
+
+    done = run(work)
+    out.print("Cancelled." if done else "Cancel requested; the process running it will stop it.")

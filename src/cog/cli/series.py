@@ -1,0 +1,128 @@
+"""`cog series ...`"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cog.cli.common import Context, escape, fail, out, parse_id, print_json, run
+from cog.services import series as series_service
+from cog.web.schemas import SeriesOut
+
+series_app = typer.Typer(help="Series: nested collections of images.", no_args_is_help=True)
+
+
+def _series_table(rows: list[SeriesOut]) -> Table:
+    table = Table("id", "title", "tags", "images", "sub-series")
+    for s in rows:
+        table.add_row(
+            str(s.id),
+            escape(s.title),
+            escape(", ".join(s.tags)),
+            str(s.image_count),
+            str(s.child_count),
+        )
+    return table
+
+
+@series_app.command("create")
+def series_create(
+    title: str,
+    description: Annotated[str, typer.Option("--description", "-d")] = "",
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="Repeat for several.")
+    ] = None,
+    parent: Annotated[str | None, typer.Option(help="Create inside this series.")] = None,
+) -> None:
+    """Create a series."""
+    parent_id = parse_id(parent, "series") if parent else None
+
+    async def work(ctx: Context) -> SeriesOut:
+        created = await series_service.create(
+            ctx.session, title=title, description=description, tags=tag or [], parent_id=parent_id
+        )
+        return SeriesOut.of_view(await series_service.view(ctx.session, created.id))
+
+    if not title.strip():
+        fail("a series needs a title.", 2)
+    created = run(work)
+    out.print(f"Created series [bold]{escape(created.title)}[/bold] {created.id}")
+
+
+@series_app.command("list")
+def series_list(
+    parent: Annotated[str | None, typer.Option(help="List the children of this series.")] = None,
+    tag: Annotated[
+        str | None, typer.Option(help="Only series with this tag, at any depth.")
+    ] = None,
+    q: Annotated[str | None, typer.Option("-q", help="Search titles and descriptions.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List series."""
+    parent_id = parse_id(parent, "series") if parent else None
+
+    async def work(ctx: Context) -> list[SeriesOut]:
+        rows: list[SeriesOut] = []
+        cursor = None
+        while True:
+            page, counts = await series_service.listing(
+                ctx.session, parent_id=parent_id, tag=tag, text=q, limit=500, cursor=cursor
+            )
+            rows += [
+                SeriesOut.of(
+                    s, image_count=counts[s.id].image_count, child_count=counts[s.id].child_count
+                )
+                for s in page.items
+            ]
+            if not (cursor := page.next_cursor):
+                return rows
+
+    rows = run(work)
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in rows])
+    elif rows:
+        out.print(_series_table(rows))
+    else:
+        out.print("No series.")
+
+
+@series_app.command("show")
+def series_show(
+    series_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
+    """Show a series with its breadcrumbs and counts."""
+    sid = parse_id(series_id, "series")
+
+    async def work(ctx: Context) -> SeriesOut:
+        return SeriesOut.of_view(await series_service.view(ctx.session, sid))
+
+    s = run(work)
+    if as_json:
+        print_json(s.model_dump(mode="json"))
+        return
+    path = " / ".join([a.title for a in s.ancestors or []] + [s.title])
+    out.print(f"[bold]{escape(path)}[/bold]  {s.id}")
+    if s.description:
+        out.print(escape(s.description))
+    if s.tags:
+        out.print("tags: " + escape(", ".join(s.tags)))
+    out.print(f"{s.image_count} image(s), {s.child_count} sub-series")
+
+
+@series_app.command("rm")
+def series_rm(
+    series_id: str,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Also delete its sub-series and images.")
+    ] = False,
+) -> None:
+    """Delete a series (with --recursive, everything under it)."""
+    sid = parse_id(series_id, "series")
+
+    async def work(ctx: Context) -> int:
+        return await series_service.delete(ctx.session, ctx.store, sid, recursive=recursive)
+
+    removed = run(work)
+    out.print(f"Deleted series {sid}" + (f" and {removed} image(s)." if removed else "."))

@@ -1,0 +1,1 @@
+"""Running jobs: templates, the step runner, executors, recovery and live events."""

@@ -1,0 +1,180 @@
+"""The embedded executor: runs execute as tasks inside the process that serves Cog.
+
+It claims queued runs from the database (so several processes could share one database without
+running a run twice), renews a heartbeat while it works, and notices cancels made anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from cog.db import runs as runs_db
+from cog.domain import RunStatus
+from cog.engine.recovery import recover_stale_runs
+from cog.engine.runner import Runner, RunnerDeps, finish_run, mark_cancelled
+
+log = logging.getLogger(__name__)
+
+
+def worker_name(kind: str) -> str:
+    return f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class EmbeddedExecutor:
+    def __init__(
+        self,
+        deps: RunnerDeps,
+        *,
+        max_runs: int = 4,
+        poll_s: float = 1.0,
+        stale_after_s: float = 30.0,
+        max_attempts: int = 3,
+        name: str | None = None,
+    ) -> None:
+        self.deps = deps
+        self.max_runs = max_runs
+        self.poll_s = poll_s
+        self.stale_after_s = stale_after_s
+        self.max_attempts = max_attempts
+        self.name = name or worker_name("embedded")
+        self._tasks: dict[uuid.UUID, asyncio.Task[RunStatus | None]] = {}
+        self._cancel_requested: set[uuid.UUID] = set()
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name="cog-executor")
+
+    async def stop(self) -> None:
+        """Stop taking work; runs in flight go back to the queue and resume on the next start."""
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel_local(self, run_id: uuid.UUID) -> bool:
+        """Stop a run this process is executing; answers whether it was here."""
+        task = self._tasks.get(run_id)
+        if task is None:
+            return False
+        self._cancel_requested.add(run_id)
+        task.cancel()
+        return True
+
+    # --- work ---------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await recover_stale_runs(
+                    self.deps.sessions,
+                    stale_after_s=self.stale_after_s,
+                    max_attempts=self.max_attempts,
+                )
+                await self._fill()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be away for a moment; try again next tick
+                log.exception("executor tick failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _fill(self) -> None:
+        free = self.max_runs - len(self._tasks)
+        if free <= 0:
+            return
+        async with self.deps.sessions() as session:
+            candidates = await runs_db.queued(session, free)
+            for run_id in candidates:
+                if await runs_db.claim(session, run_id, self.name):
+                    self._spawn(run_id)
+
+    def _spawn(self, run_id: uuid.UUID) -> None:
+        task = asyncio.create_task(self._execute(run_id), name=f"cog-run-{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _t: self._done(run_id))
+
+    def _done(self, run_id: uuid.UUID) -> None:
+        self._tasks.pop(run_id, None)
+        self._cancel_requested.discard(run_id)
+        self._wake.set()
+
+    async def run_claimed(self, run_id: uuid.UUID) -> RunStatus | None:
+        """Execute a run this executor has claimed, in the caller's task."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks[run_id] = task
+        try:
+            return await self._execute(run_id)
+        finally:
+            self._tasks.pop(run_id, None)
+
+    async def _execute(self, run_id: uuid.UUID) -> RunStatus | None:
+        me = asyncio.current_task()
+        assert me is not None
+        beat = asyncio.create_task(self._heartbeat(run_id, me))
+        try:
+            return await Runner(self.deps, run_id).execute()
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._after_cancel(run_id))
+            if run_id not in self._cancel_requested:
+                raise
+            me.uncancel()  # a cancel of this run, asked for and done: not a cancel of the caller
+            return RunStatus.cancelled
+        except Exception as exc:
+            log.exception("run %s crashed", run_id)
+            await asyncio.shield(self._crashed(run_id, exc))
+            return RunStatus.failed
+        finally:
+            beat.cancel()
+
+    async def _after_cancel(self, run_id: uuid.UUID) -> None:
+        if run_id in self._cancel_requested:
+            await mark_cancelled(self.deps, run_id)
+            return
+        async with self.deps.sessions() as session:
+            run = await runs_db.get(session, run_id)
+            if run is not None and run.cancel_requested:
+                await mark_cancelled(self.deps, run_id)
+            else:  # shutting down: hand the run back so it resumes later
+                await runs_db.release(session, run_id, self.name)
+        self.deps.notify(run_id)
+
+    async def _crashed(self, run_id: uuid.UUID, exc: Exception) -> None:
+        await finish_run(self.deps, run_id, RunStatus.failed, f"Cog hit an internal error: {exc!r}")
+
+    async def _heartbeat(self, run_id: uuid.UUID, task: asyncio.Task[RunStatus | None]) -> None:
+        interval = max(self.stale_after_s / 4, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.deps.sessions() as session:
+                    ours, cancel = await runs_db.heartbeat(session, run_id, self.name)
+            except Exception:
+                log.warning("heartbeat of run %s failed", run_id, exc_info=True)
+                continue
+            if cancel:
+                self._cancel_requested.add(run_id)
+                task.cancel()
+                return
+            if not ours:
+                log.warning("run %s was taken from this executor; stopping it here", run_id)
+                task.cancel()
+                return

@@ -1,0 +1,351 @@
+"""Executes one run: its steps in order, each step's images concurrently.
+
+The runner is the one place that moves a run and its steps between statuses. Everything a
+finished step made is committed before the next step starts, so a failure, a cancel or a crash
+later on keeps it; a resumed run skips finished steps and, for an image step cut short, makes
+only the images still missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from cog.config import Settings
+from cog.db import jobs as jobs_db
+from cog.db import runs as runs_db
+from cog.db import series as series_db
+from cog.db.base import utcnow
+from cog.db.models import Image, JobRun, StepRun
+from cog.db.session import SessionMaker
+from cog.domain import RunStatus, StepKind, StepStatus
+from cog.engine.prompts import SeriesContext, StepOutput, render
+from cog.engine.steps import STEP_REF, StepSpec
+from cog.errors import CogError, ProviderError
+from cog.providers.base import Attempt, ImageProvider, InputImage, TextProvider, Usage
+from cog.services import images as images_service
+from cog.storage import ObjectStore, StoredObjectMissing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunnerDeps:
+    sessions: SessionMaker
+    store: ObjectStore
+    settings: Settings
+    text: TextProvider
+    image: ImageProvider
+    notify: Callable[[uuid.UUID], None]
+    # Shared by every run in the process: bounds concurrent image calls as a whole.
+    image_slots: asyncio.Semaphore
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str, attempts: list[Attempt] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.attempts = attempts or []
+
+
+@dataclass
+class _Tally:
+    """Attempts and token usage of the calls one step made."""
+
+    attempts: list[Attempt] = dataclasses.field(default_factory=list)
+    usage: Usage = dataclasses.field(default_factory=lambda: Usage(0, 0, 0))
+
+    def add(
+        self, attempts: tuple[Attempt, ...] | list[Attempt], usage: Usage | None = None
+    ) -> None:
+        self.attempts.extend(attempts)
+        if usage is not None:
+            self.usage = Usage(
+                self.usage.prompt_tokens + usage.prompt_tokens,
+                self.usage.output_tokens + usage.output_tokens,
+                self.usage.total_tokens + usage.total_tokens,
+            )
+
+    def log(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "number": a.number,
+                "started_at": a.started_at.isoformat(),
+                "duration_ms": round(a.duration_ms, 1),
+                "error": a.error,
+                "status_code": a.status_code,
+            }
+            for a in self.attempts
+        ]
+
+
+class Runner:
+    def __init__(self, deps: RunnerDeps, run_id: uuid.UUID) -> None:
+        self.deps = deps
+        self.run_id = run_id
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def _update_step(self, step_id: uuid.UUID, **values: Any) -> None:
+        async with self.deps.sessions() as session:
+            await session.execute(sa.update(StepRun).where(StepRun.id == step_id).values(**values))
+            await session.commit()
+        self.deps.notify(self.run_id)
+
+    async def _finish_run(self, status: RunStatus, error: str | None = None) -> None:
+        await finish_run(self.deps, self.run_id, status, error)
+
+    # --- the run ------------------------------------------------------------------------------
+
+    async def execute(self) -> RunStatus:
+        async with self.deps.sessions() as session:
+            run = await runs_db.get(session, self.run_id)
+            if run is None:
+                return RunStatus.cancelled
+            job = await jobs_db.get(session, run.job_id)
+            assert job is not None  # runs are deleted with their job
+            series = await series_db.get(session, job.series_id)
+            assert series is not None
+            step_rows = await runs_db.step_runs(session, self.run_id)
+        self.job_id = job.id
+        self.series_id = series.id
+        self.base_prompt = run.base_prompt
+        self.series = SeriesContext(series.title, series.description, list(series.tags))
+        specs = [StepSpec.model_validate(s) for s in run.steps_snapshot]
+        outputs: list[StepOutput] = []
+        self.deps.notify(self.run_id)
+        for spec, row in zip(specs, step_rows, strict=True):
+            if row.status == StepStatus.succeeded:
+                outputs.append(StepOutput(row.text or "", [str(i) for i in row.image_ids]))
+                continue
+            try:
+                outputs.append(await self._run_step(spec, row, outputs))
+            except StepFailed as exc:
+                await self._finish_run(
+                    RunStatus.failed, f"Step {row.position} failed: {exc.message}"
+                )
+                return RunStatus.failed
+        await self._finish_run(RunStatus.succeeded)
+        return RunStatus.succeeded
+
+    async def _run_step(
+        self, spec: StepSpec, row: StepRun, outputs: list[StepOutput]
+    ) -> StepOutput:
+        started = row.started_at or utcnow()
+        await self._update_step(row.id, status=StepStatus.running, started_at=started, error=None)
+        tally = _Tally(attempts=[], usage=Usage(0, 0, 0))
+        try:
+            prompt = render(
+                spec.prompt, base_prompt=self.base_prompt, series=self.series, steps=outputs
+            )
+            if not prompt:
+                raise StepFailed("The prompt rendered to nothing; the model needs some text.")
+            await self._update_step(row.id, rendered_prompt=prompt)
+            inputs = await self._input_images(spec, outputs)
+            if spec.kind is StepKind.llm:
+                output = await self._llm(spec, row, prompt, inputs, tally)
+            else:
+                output = await self._images(spec, row, prompt, inputs, tally)
+        except CogError as exc:
+            attempts = list(exc.extra.get("attempts", ())) if isinstance(exc, ProviderError) else []
+            tally.add(attempts)
+            await self._update_step(
+                row.id,
+                status=StepStatus.failed,
+                error=exc.message,
+                finished_at=utcnow(),
+                attempts=len(tally.attempts),
+                attempt_log=tally.log(),
+                usage=dataclasses.asdict(tally.usage),
+            )
+            raise StepFailed(exc.message) from exc
+        except StepFailed as exc:
+            await self._update_step(
+                row.id,
+                status=StepStatus.failed,
+                error=exc.message,
+                finished_at=utcnow(),
+                attempts=len(tally.attempts),
+                attempt_log=tally.log(),
+            )
+            raise
+        await self._update_step(
+            row.id,
+            status=StepStatus.succeeded,
+            text=output.text,
+            finished_at=utcnow(),
+            attempts=len(tally.attempts),
+            attempt_log=tally.log(),
+            usage=dataclasses.asdict(tally.usage),
+        )
+        return output
+
+    async def _input_images(self, spec: StepSpec, outputs: list[StepOutput]) -> list[InputImage]:
+        ids: list[uuid.UUID] = []
+        for ref in spec.config.input_images:
+            if match := STEP_REF.match(ref):
+                ids += [uuid.UUID(i) for i in outputs[int(match.group(1))].images]
+            else:
+                ids.append(uuid.UUID(ref))
+        images: list[InputImage] = []
+        async with self.deps.sessions() as session:
+            rows = {
+                image.id: image
+                for image in (
+                    await session.execute(sa.select(Image).where(Image.id.in_(ids)))
+                ).scalars()
+            }
+        for image_id in ids:
+            image = rows.get(image_id)
+            if image is None:
+                raise StepFailed(f"Input image {image_id} no longer exists.")
+            try:
+                data = await self.deps.store.get(image.storage_path)
+            except StoredObjectMissing:
+                raise StepFailed(f"The file of input image {image_id} is missing.") from None
+            images.append(InputImage(data=data, mime_type=image.mime_type))
+        return images
+
+    async def _llm(
+        self, spec: StepSpec, row: StepRun, prompt: str, inputs: list[InputImage], tally: _Tally
+    ) -> StepOutput:
+        result = await self.deps.text.generate_text(
+            prompt=prompt,
+            images=inputs,
+            model=spec.model or self.deps.settings.text_model,
+            temperature=spec.config.temperature,
+        )
+        tally.add(result.attempts, result.usage)
+        await self._update_step(row.id, model=result.model)
+        return StepOutput(result.text, [])
+
+    async def _images(
+        self, spec: StepSpec, row: StepRun, prompt: str, inputs: list[InputImage], tally: _Tally
+    ) -> StepOutput:
+        async with self.deps.sessions() as session:
+            made = await runs_db.images_of_step(session, row.id)
+        missing = spec.config.count - len(made)
+        model = spec.model or self.deps.settings.image_model
+        lock = asyncio.Lock()
+        texts: list[str] = []
+
+        async def one(index: int) -> None:
+            async with self.deps.image_slots:
+                result = await self.deps.image.generate_image(
+                    prompt=prompt,
+                    references=inputs,
+                    model=model,
+                    aspect_ratio=spec.config.aspect_ratio,
+                    image_size=spec.config.image_size,
+                )
+            tally.add(result.attempts, result.usage)
+            if result.text:
+                texts.append(result.text)
+            async with lock:
+                await self._keep_image(
+                    row,
+                    spec,
+                    prompt,
+                    result.data,
+                    result.model,
+                    result.provider,
+                    result.text,
+                    index,
+                )
+
+        if missing > 0:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for index in range(len(made), spec.config.count):
+                        group.create_task(one(index))
+            except* ProviderError as errors:
+                first = errors.exceptions[0]
+                assert isinstance(first, ProviderError)
+                for exc in errors.exceptions:
+                    if isinstance(exc, ProviderError):
+                        tally.add(list(exc.extra.get("attempts", ())))
+                raise StepFailed(first.message) from first
+            except* CogError as errors:
+                first_error = errors.exceptions[0]
+                assert isinstance(first_error, CogError)
+                raise StepFailed(first_error.message) from first_error
+        async with self.deps.sessions() as session:
+            final = await runs_db.images_of_step(session, row.id)
+        return StepOutput("\n\n".join(texts), [str(i) for i in final])
+
+    async def _keep_image(
+        self,
+        row: StepRun,
+        spec: StepSpec,
+        prompt: str,
+        data: bytes,
+        model: str,
+        provider: str,
+        text: str,
+        index: int,
+    ) -> None:
+        """Store one image and record it on its step in the same transaction."""
+
+        async def record(session: Any, image: Image) -> None:
+            step = await session.get(StepRun, row.id, populate_existing=True)
+            step.image_ids = [*step.image_ids, str(image.id)]
+
+        async with self.deps.sessions() as session:
+            await images_service.store_generated(
+                session,
+                self.deps.store,
+                self.deps.settings,
+                series_id=self.series_id,
+                data=data,
+                prompt=prompt,
+                model=model,
+                provider=provider,
+                metadata={
+                    "model_text": text,
+                    "step_position": row.position,
+                    "index": index,
+                    "aspect_ratio": spec.config.aspect_ratio,
+                    "image_size": spec.config.image_size,
+                    "reference_count": len(spec.config.input_images),
+                },
+                job_id=self.job_id,
+                run_id=self.run_id,
+                step_id=row.id,
+                before_commit=record,
+            )
+        self.deps.notify(self.run_id)
+
+
+async def finish_run(
+    deps: RunnerDeps, run_id: uuid.UUID, status: RunStatus, error: str | None = None
+) -> None:
+    """End a run; steps that never started are cancelled (on a cancel) or skipped."""
+    async with deps.sessions() as session:
+        await session.execute(
+            sa.update(JobRun)
+            .where(JobRun.id == run_id)
+            .values(status=status, error=error, finished_at=utcnow(), claimed_by=None)
+        )
+        leftover = StepStatus.cancelled if status is RunStatus.cancelled else StepStatus.skipped
+        await session.execute(
+            sa.update(StepRun)
+            .where(
+                StepRun.run_id == run_id,
+                StepRun.status.in_([StepStatus.pending, StepStatus.running]),
+            )
+            .values(status=leftover)
+        )
+        await session.commit()
+    deps.notify(run_id)
+
+
+async def mark_cancelled(deps: RunnerDeps, run_id: uuid.UUID) -> None:
+    """Record a cancel: the step in flight and those after it are cancelled; what finished stays."""
+    await finish_run(deps, run_id, RunStatus.cancelled, "Cancelled by request.")

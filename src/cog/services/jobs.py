@@ -1,0 +1,190 @@
+"""Jobs: create, edit, draft steps with the text model, delete (keeping every image)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cog.db import jobs as jobs_db
+from cog.db import runs as runs_db
+from cog.db.base import utcnow
+from cog.db.models import Image, Job, JobStep
+from cog.db.pages import Page, check_limit
+from cog.domain import JobStatus
+from cog.engine.drafting import draft_steps
+from cog.engine.steps import StepSpec, image_refs, parse_steps, validate_steps
+from cog.errors import Invalid, NotFound
+from cog.providers.base import InputImage, TextProvider
+from cog.services import series as series_service
+from cog.storage import ObjectStore, StoredObjectMissing
+from cog.storage.keys import thumbnail_key
+
+UNSET: Any = series_service.UNSET
+DRAFT_IMAGES = 3
+
+
+async def require(session: AsyncSession, job_id: uuid.UUID) -> Job:
+    found = await jobs_db.get(session, job_id)
+    if found is None:
+        raise NotFound(f"There is no job {job_id}.")
+    return found
+
+
+async def create(
+    session: AsyncSession, series_id: uuid.UUID, *, title: str, base_prompt: str
+) -> Job:
+    await series_service.require(session, series_id)
+    job = Job(
+        series_id=series_id,
+        title=title.strip() or "Untitled job",
+        base_prompt=base_prompt,
+        status=JobStatus.draft,
+    )
+    session.add(job)
+    await session.commit()
+    return job
+
+
+async def update(
+    session: AsyncSession, job_id: uuid.UUID, *, title: str = UNSET, base_prompt: str = UNSET
+) -> Job:
+    job = await require(session, job_id)
+    if title is not UNSET:
+        job.title = title.strip()
+    if base_prompt is not UNSET:
+        job.base_prompt = base_prompt
+    await session.commit()
+    return job
+
+
+async def listing(
+    session: AsyncSession, series_id: uuid.UUID, *, limit: int = 50, cursor: str | None = None
+) -> Page[Job]:
+    check_limit(limit)
+    await series_service.require(session, series_id)
+    return await jobs_db.page_in_series(session, series_id, limit=limit, cursor=cursor)
+
+
+async def steps(session: AsyncSession, job_id: uuid.UUID) -> list[JobStep]:
+    return await jobs_db.steps(session, job_id)
+
+
+async def _series_images(
+    session: AsyncSession, series_id: uuid.UUID, refs: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    if not refs:
+        return set()
+    rows = await session.execute(
+        sa.select(Image.id).where(Image.series_id == series_id, Image.id.in_(refs))
+    )
+    return set(rows.scalars())
+
+
+async def check_steps(session: AsyncSession, job: Job, raw: Sequence[Any]) -> list[StepSpec]:
+    """Validate a step list against the job's series; `Invalid` names every problem."""
+    specs, _ = parse_steps(raw)
+    refs = [ref for spec in specs if spec is not None for ref in image_refs(spec.config)]
+    known = await _series_images(session, job.series_id, refs)
+    return validate_steps(raw, series_image_ids=known)
+
+
+def dump_steps(specs: Sequence[StepSpec]) -> list[dict[str, Any]]:
+    return [spec.model_dump(mode="json") for spec in specs]
+
+
+async def replace_steps(session: AsyncSession, job_id: uuid.UUID, raw: Sequence[Any]) -> Job:
+    """Replace the whole ordered list. A refused list changes nothing."""
+    job = await require(session, job_id)
+    specs = await check_steps(session, job, raw)
+    await jobs_db.replace_steps(session, job.id, dump_steps(specs))
+    job.status = JobStatus.ready if specs else JobStatus.draft
+    job.updated_at = utcnow()
+    await session.commit()
+    return job
+
+
+async def update_step(session: AsyncSession, job_id: uuid.UUID, position: int, raw: Any) -> Job:
+    """Change one step; the whole list is checked again (later steps may depend on it)."""
+    await require(session, job_id)
+    current = dump_steps(
+        [StepSpec.model_validate(_row_spec(s)) for s in await steps(session, job_id)]
+    )
+    if not 0 <= position < len(current):
+        raise NotFound(f"Job {job_id} has no step {position}.")
+    if isinstance(raw, dict):
+        merged = {**current[position], **raw}
+    else:
+        raise Invalid("A step is an object with `kind`, `prompt`, `model` and `config`.")
+    current[position] = merged
+    return await replace_steps(session, job_id, current)
+
+
+def _row_spec(row: JobStep) -> dict[str, Any]:
+    return {"kind": row.kind, "prompt": row.prompt, "model": row.model, "config": row.config}
+
+
+async def draft(
+    session: AsyncSession, store: ObjectStore, text: TextProvider, job_id: uuid.UUID
+) -> Job:
+    """Ask the text model for the steps, from the base prompt, the series and a few images."""
+    job = await require(session, job_id)
+    if not job.base_prompt.strip():
+        raise Invalid("The job has no base prompt to draft from; write one first.")
+    series = await series_service.require(session, job.series_id)
+    recent = await session.execute(
+        sa.select(Image)
+        .where(Image.series_id == series.id)
+        .order_by(Image.created_at.desc())
+        .limit(DRAFT_IMAGES)
+    )
+    images: list[InputImage] = []
+    for image in recent.scalars():
+        try:  # thumbnails: enough to show the style, a fraction of the tokens
+            images.append(InputImage(await store.get(thumbnail_key(image.id)), "image/webp"))
+        except StoredObjectMissing:
+            continue
+    drafted, _result = await draft_steps(
+        text,
+        base_prompt=job.base_prompt,
+        series_title=series.title,
+        series_description=series.description,
+        series_tags=list(series.tags),
+        images=images,
+    )
+    raw = [
+        {
+            "kind": step.kind,
+            "prompt": step.prompt,
+            "config": step.config.model_dump(exclude_none=True, exclude_defaults=True),
+        }
+        for step in drafted.steps
+    ]
+    try:
+        specs = await check_steps(session, job, raw)
+    except Invalid as exc:
+        raise Invalid(
+            f"The model drafted steps Cog cannot use ({exc.message}) Try drafting again."
+        ) from exc
+    await jobs_db.replace_steps(session, job.id, dump_steps(specs))
+    job.status = JobStatus.ready
+    job.updated_at = utcnow()
+    if drafted.title and job.title in ("", "Untitled job"):
+        job.title = drafted.title
+    await session.commit()
+    return job
+
+
+async def delete(session: AsyncSession, job_id: uuid.UUID) -> list[uuid.UUID]:
+    """Delete a job and its runs. Its images stay in the series, their job id set to null.
+
+    Answers the runs that were still active, so the caller can stop them."""
+    job = await require(session, job_id)
+    active = await runs_db.active_for_job(session, job.id)
+    await session.execute(sa.update(Image).where(Image.job_id == job.id).values(job_id=None))
+    await session.delete(job)
+    await session.commit()
+    return active

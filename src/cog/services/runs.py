@@ -1,0 +1,109 @@
+"""Runs: start one, read one as the API shows it, list a job's history, cancel."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cog.db import runs as runs_db
+from cog.db.models import JobRun, StepRun
+from cog.db.pages import Page, check_limit
+from cog.domain import RunStatus
+from cog.errors import Conflict, Invalid, NotFound
+from cog.services import jobs as jobs_service
+
+
+async def require(session: AsyncSession, run_id: uuid.UUID) -> JobRun:
+    found = await runs_db.get(session, run_id)
+    if found is None:
+        raise NotFound(f"There is no run {run_id}.")
+    return found
+
+
+async def start(session: AsyncSession, job_id: uuid.UUID) -> JobRun:
+    """Queue a run of the job's current steps (snapshotted: later edits do not touch it)."""
+    job = await jobs_service.require(session, job_id)
+    rows = await jobs_service.steps(session, job_id)
+    if not rows:
+        raise Invalid("The job has no steps yet; draft or write them first.")
+    raw = [{"kind": r.kind, "prompt": r.prompt, "model": r.model, "config": r.config} for r in rows]
+    try:  # images it refers to may have been deleted or moved since the steps were saved
+        specs = await jobs_service.check_steps(session, job, raw)
+    except Invalid as exc:
+        raise Invalid(f"The job cannot run as it is: {exc.message}") from exc
+    run = await runs_db.create(session, job, jobs_service.dump_steps(specs))
+    await session.commit()
+    return run
+
+
+def snapshot(run: JobRun, steps: list[StepRun]) -> dict[str, Any]:
+    """The run as the API and its event stream show it (JSON-ready)."""
+    planned = run.steps_snapshot
+    return {
+        "id": str(run.id),
+        "job_id": str(run.job_id),
+        "status": run.status,
+        "error": run.error,
+        "base_prompt": run.base_prompt,
+        "attempts": run.attempts,
+        "cancel_requested": run.cancel_requested,
+        "created_at": run.created_at.isoformat(),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "steps": [
+            {
+                "position": step.position,
+                "kind": step.kind,
+                "prompt": planned[step.position]["prompt"],
+                "model": step.model,
+                "config": planned[step.position].get("config", {}),
+                "status": step.status,
+                "rendered_prompt": step.rendered_prompt,
+                "text": step.text,
+                "image_ids": list(step.image_ids),
+                "error": step.error,
+                "attempts": step.attempts,
+                "attempt_log": list(step.attempt_log),
+                "usage": dict(step.usage),
+                "started_at": step.started_at.isoformat() if step.started_at else None,
+                "finished_at": step.finished_at.isoformat() if step.finished_at else None,
+            }
+            for step in steps
+        ],
+    }
+
+
+async def view(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Any]:
+    run = await require(session, run_id)
+    return snapshot(run, await runs_db.step_runs(session, run_id))
+
+
+async def read(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Any] | None:
+    run = await runs_db.get(session, run_id)
+    if run is None:
+        return None
+    return snapshot(run, await runs_db.step_runs(session, run_id))
+
+
+async def history(
+    session: AsyncSession, job_id: uuid.UUID, *, limit: int = 20, cursor: str | None = None
+) -> Page[dict[str, Any]]:
+    check_limit(limit)
+    await jobs_service.require(session, job_id)
+    page = await runs_db.page_of_job(session, job_id, limit=limit, cursor=cursor)
+    steps = await runs_db.step_runs_of(session, [r.id for r in page.items])
+    return Page([snapshot(r, steps[r.id]) for r in page.items], page.next_cursor)
+
+
+async def request_cancel(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    """Ask a run to stop. A queued run is cancelled at once (answers True); a running one is
+    flagged and its executor stops it (answers False). A finished run cannot be cancelled."""
+    run = await require(session, run_id)
+    if RunStatus(run.status).is_final:
+        raise Conflict(f"The run has already ended ({run.status}); there is nothing to cancel.")
+    await runs_db.request_cancel(session, run_id)
+    done = await runs_db.finish_queued_as_cancelled(session, run_id)
+    await session.commit()
+    return done

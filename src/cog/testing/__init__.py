@@ -1,0 +1,1 @@
+"""Fakes that ship with Cog, for its tests and benchmarks."""
