@@ -288,10 +288,10 @@ async def gemini_client(gemini_settings: Settings) -> AsyncIterator[httpx.AsyncC
 
 
 async def wait_for_run(
-    client: httpx.AsyncClient, run_id: str, *, timeout: float = 20.0
+    client: httpx.AsyncClient, run_id: str, *, seconds: float = 20.0
 ) -> dict[str, Any]:
     """Poll a run until it ends; answers its final state."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + seconds
     while True:
         response = await client.get(f"/api/runs/{run_id}")
         assert response.status_code == 200, response.text
@@ -299,5 +299,5 @@ async def wait_for_run(
         if run["status"] in ("succeeded", "failed", "cancelled"):
             return run
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"run {run_id} did not end in {timeout}s: {run}")
+            raise AssertionError(f"run {run_id} did not end in {seconds}s: {run}")
         await asyncio.sleep(0.05)

@@ -51,7 +51,7 @@ async def series_with_image(
 async def test_draft_saves_steps_from_the_model(
     gemini_client: httpx.AsyncClient, gemini: Any, series_with_image: Any
 ) -> None:
-    series, image, _ = series_with_image
+    series, _, _ = series_with_image
     job = await make_job(gemini_client, series["id"])
     response = await gemini_client.post(f"/api/jobs/{job['id']}/draft")
     assert response.status_code == 200, response.text
@@ -272,7 +272,7 @@ async def test_cancel_stops_the_step_in_flight_and_keeps_what_finished(
         await asyncio.sleep(0.01)
     cancelled = await gemini_client.post(f"/api/runs/{started['id']}/cancel")
     assert cancelled.status_code == 200, cancelled.text
-    final = await wait_for_run(gemini_client, started["id"], timeout=5)
+    final = await wait_for_run(gemini_client, started["id"], seconds=5)
     gemini.latency_s = 0.0
     assert final["status"] == "cancelled"
     assert final["steps"][0]["status"] == "succeeded" and len(final["steps"][0]["image_ids"]) == 1
