@@ -32,7 +32,9 @@ def noisy_png(width: int, height: int, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-async def make_series(client: httpx.AsyncClient, title: str = "Series", **fields: Any) -> dict[str, Any]:
+async def make_series(
+    client: httpx.AsyncClient, title: str = "Series", **fields: Any
+) -> dict[str, Any]:
     response = await client.post("/api/series", json={"title": title, **fields})
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
@@ -56,3 +58,34 @@ async def make_image(
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()["items"][0]
     return body
+
+
+def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
+    """A real, whole PNG of `width` x `height` one-bit pixels, all black: tiny on disk, huge once
+    decoded. Written by hand so building it costs no more than compressing the zero rows."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte, then the packed bits
+    packer = zlib.compressobj(9)
+    block = row * 1000
+    parts = [packer.compress(block) for _ in range(height // 1000)]
+    parts.append(packer.compress(row * (height % 1000)))
+    parts.append(packer.flush())
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", b"".join(parts))
+        + chunk(b"IEND", b"")
+    )
+
+
+def padded_png(total_bytes: int) -> bytes:
+    """A valid PNG followed by zero bytes up to `total_bytes`: a big file that is cheap to make."""
+    head = image_bytes(16, 16)
+    return head + b"\x00" * (total_bytes - len(head))

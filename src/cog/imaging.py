@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 from typing import IO
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from cog.domain import IMAGE_FORMATS
 from cog.errors import CogError, Invalid, TooLarge, UnsupportedMedia
@@ -155,9 +155,17 @@ def verify_image(
             raise
         except Exception as exc:  # Pillow's decoders raise many types for damaged data
             raise Invalid(f"The image is damaged or truncated and cannot be read ({exc}).") from exc
+        if _turned_sideways(image):
+            # Record the size people see (and the thumbnail has), not the stored pixel grid.
+            width, height = height, width
     mime, ext = IMAGE_FORMATS[fmt]
     info = ImageInfo(fmt, mime, ext, width, height, size, sha256)
     return VerifiedImage(info=info, thumbnail=thumbnail)
+
+
+def _turned_sideways(image: Image.Image) -> bool:
+    """Whether the EXIF orientation shows the picture a quarter turn from how it is stored."""
+    return image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
 
 
 def _decode_to_thumbnail(image: Image.Image, px: int) -> bytes:
@@ -178,6 +186,16 @@ def thumbnail_webp(image: Image.Image, px: int) -> bytes:
     out = io.BytesIO()
     thumb.save(out, format="WEBP", quality=82, method=4)
     return out.getvalue()
+
+
+def thumbnail_fits(data: bytes, px: int, width: int, height: int) -> bool:
+    """Whether a stored thumbnail is the one `px` makes of a `width` x `height` image (it is
+    not after `COG_THUMBNAIL_PX` changed, nor when the stored object is damaged)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=["WEBP"]) as thumb:
+            return max(thumb.size) == min(px, max(width, height))
+    except (OSError, ValueError, SyntaxError):
+        return False
 
 
 def thumbnail_from_bytes(data: bytes, px: int) -> bytes:

@@ -74,7 +74,7 @@ async def test_schema_sql_is_current() -> None:
 async def test_every_cog_table_has_row_level_security(empty_pg_database: str) -> None:
     await apply_sql(empty_pg_database, SCHEMA_SQL.read_text())
     rows = (await catalog(empty_pg_database))["row_level_security"]
-    tables = {name: enabled for name, enabled in rows}
+    tables = dict(rows)
     expected = {
         "cog_series",
         "cog_images",

@@ -1,0 +1,501 @@
+"""The `cog` command as a person runs it: real subprocesses on a data dir under tmp_path.
+
+Commands run as `python -m cog` with the test's interpreter (the same program as the `cog`
+script, without uv's start-up). Data a test only needs to exist is made in-process through the
+services, which is faster than a command per row; what a test is about runs as a command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cog.config import Settings
+from cog.db.migrate import ensure_schema, head_revision
+from cog.db.session import make_engine, make_sessionmaker
+from cog.services import images as images_service
+from cog.services import series as series_service
+from cog.storage import ObjectStore, make_store
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port, make_settings, pg_url
+from tests.factories import image_bytes
+
+pytestmark = pytest.mark.slow
+
+COMMAND = [sys.executable, "-m", "cog"]
+MISSING = "00000000-0000-4000-8000-000000000000"
+
+
+@dataclass(frozen=True)
+class Result:
+    args: tuple[str, ...]
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def said(self) -> str:
+        """Both streams with Rich's line wrapping undone, for looking for a message."""
+        return " ".join((self.stdout + " " + self.stderr).split())
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Cli:
+    """Runs `cog` against one data dir, with no token and no other COG_* setting."""
+
+    tmp_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.tmp_path / "data"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "storage"
+
+    def settings(self) -> Settings:
+        return make_settings(self.tmp_path)  # data_dir = tmp_path / "data", as in `env`
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*COMMAND, *args],
+            env={**self.env, **(env or {})},
+            cwd=self.tmp_path,  # so no .env file of the repository is read
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def many(
+        self, *commands: tuple[str, ...], env: dict[str, str] | None = None, timeout: float = 60
+    ) -> list[Result]:
+        """Run independent commands at the same time (each takes a second or two to start)."""
+        procs = [(args, self.start(*args, env=env)) for args in commands]
+        results = []
+        try:
+            for args, proc in procs:
+                stdout, stderr = proc.communicate(timeout=timeout)
+                results.append(Result(args, proc.returncode, stdout, stderr))
+        finally:  # none outlives the test, whatever happened
+            for _, proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        for result in results:
+            # Whatever happens, a person sees a message, never a Python traceback.
+            assert "Traceback" not in result.stderr, result
+        return results
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> Result:
+        return self.many(args, env=env, timeout=timeout)[0]
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COG_")}
+    env.update(COG_DATA_DIR=str(tmp_path / "data"), NO_COLOR="1", COLUMNS="200")
+    return Cli(tmp_path, env)
+
+
+# --- data made in-process -----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def open_data(settings: Settings) -> AsyncIterator[tuple[AsyncSession, ObjectStore]]:
+    engine = make_engine(settings.database_url)
+    try:
+        await ensure_schema(engine, auto_upgrade=True)
+        async with make_sessionmaker(engine)() as session:
+            yield session, make_store(settings)
+    finally:
+        await engine.dispose()
+
+
+def seed(cli: Cli, work: Callable[[AsyncSession, ObjectStore], Any]) -> Any:
+    async def main() -> Any:
+        async with open_data(cli.settings()) as (session, store):
+            return await work(session, store)
+
+    return asyncio.run(main())
+
+
+async def add_series(session: AsyncSession, title: str, **fields: Any) -> str:
+    return str((await series_service.create(session, title=title, **fields)).id)
+
+
+async def add_image(
+    session: AsyncSession, store: ObjectStore, settings: Settings, series_id: str, name: str
+) -> str:
+    incoming = images_service.IncomingFile(name, io.BytesIO(image_bytes(32, 24)))
+    stored = await images_service.upload(session, store, settings, uuid.UUID(series_id), [incoming])
+    return str(stored[0].id)
+
+
+def stored_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+# --- series -------------------------------------------------------------------------------------
+
+
+def test_series_create_with_tags_and_parent_then_show(cli: Cli) -> None:
+    parent_id = seed(cli, lambda session, _store: add_series(session, "Trips"))
+    child = cli(
+        "series", "create", "Rome", "--parent", parent_id, "--tag", "Italy", "-t", " italy ",
+        "-d", "Places I went",
+    )  # fmt: skip
+    assert child.code == 0, child
+    assert "Created series Rome" in child.stdout
+    child_id = child.stdout.split()[-1]
+    uuid.UUID(child_id)
+
+    shown, plain, children = cli.many(
+        ("series", "show", child_id, "--json"),
+        ("series", "show", child_id),
+        ("series", "list", "--parent", parent_id, "--json"),
+    )
+    assert shown.code == plain.code == children.code == 0
+    assert [s["id"] for s in children.json()] == [child_id]
+    body = shown.json()
+    assert body["id"] == child_id
+    assert body["parent_id"] == parent_id
+    assert body["title"] == "Rome"
+    assert body["description"] == "Places I went"
+    assert body["tags"] == ["italy"]  # trimmed, lower case, once
+    assert body["ancestors"] == [{"id": parent_id, "title": "Trips"}]
+    assert (body["image_count"], body["child_count"]) == (0, 0)
+    assert "Trips / Rome" in plain.stdout  # the breadcrumbs
+    assert "tags: italy" in plain.stdout
+
+
+def test_series_list_as_a_table_as_json_by_tag_and_by_text(cli: Cli) -> None:
+    async def work(session: AsyncSession, _store: ObjectStore) -> dict[str, str]:
+        trips = await add_series(session, "Trips", tags=["travel"])
+        rome = await add_series(
+            session, "Rome", parent_id=uuid.UUID(trips), tags=["italy"], description="Pasta!"
+        )
+        work_ = await add_series(session, "Work", description="Slides")
+        return {"trips": trips, "rome": rome, "work": work_}
+
+    ids = seed(cli, work)
+    table, listed, by_tag, by_text = cli.many(
+        ("series", "list"),
+        ("series", "list", "--json"),
+        ("series", "list", "--tag", "ITALY", "--json"),
+        ("series", "list", "-q", "pasta", "--json"),
+    )
+    assert all(r.code == 0 for r in (table, listed, by_tag, by_text))
+    # Top level only, ordered by title, with counts.
+    assert [r["title"] for r in listed.json()] == ["Trips", "Work"]
+    assert listed.json()[0]["child_count"] == 1
+    for title in ("Trips", "Work", ids["trips"], "travel"):
+        assert title in table.stdout
+    assert "Rome" not in table.stdout
+    # Tag and text filters search the whole tree.
+    assert [r["id"] for r in by_tag.json()] == [ids["rome"]]
+    assert [r["id"] for r in by_text.json()] == [ids["rome"]]
+
+
+def test_series_rm_refuses_a_non_empty_series_and_removes_it_recursively(cli: Cli) -> None:
+    settings = cli.settings()
+
+    async def work(session: AsyncSession, store: ObjectStore) -> dict[str, str]:
+        top = await add_series(session, "Top")
+        sub = await add_series(session, "Sub", parent_id=uuid.UUID(top))
+        empty = await add_series(session, "Empty")
+        image = await add_image(session, store, settings, sub, "leaf.png")
+        return {"top": top, "sub": sub, "empty": empty, "image": image}
+
+    ids = seed(cli, work)
+    assert len(stored_files(cli.storage_dir)) == 2  # the image and its thumbnail
+
+    refused, removed_empty = cli.many(("series", "rm", ids["top"]), ("series", "rm", ids["empty"]))
+    assert refused.code == 1, refused
+    assert "1 image(s) and 1 sub-series" in refused.said
+    assert "--recursive" in refused.said
+    assert removed_empty.code == 0, removed_empty
+    assert f"Deleted series {ids['empty']}." in removed_empty.said
+
+    async def remaining(session: AsyncSession, _store: ObjectStore) -> list[str]:
+        page, _ = await series_service.listing(session, limit=10)
+        return [s.title for s in page.items]
+
+    assert seed(cli, remaining) == ["Top"]
+    assert len(stored_files(cli.storage_dir)) == 2
+
+    gone = cli("series", "rm", ids["top"], "--recursive")
+    assert gone.code == 0, gone
+    assert f"Deleted series {ids['top']} and 1 image(s)." in gone.said
+    assert seed(cli, remaining) == []
+    assert stored_files(cli.storage_dir) == {}
+
+
+# --- images -------------------------------------------------------------------------------------
+
+
+def test_images_upload_keeps_the_images_and_names_the_refused_file(cli: Cli) -> None:
+    series_id = seed(cli, lambda session, _store: add_series(session, "Uploads"))
+    files = {
+        "a.png": image_bytes(40, 30, "PNG"),
+        "b.jpg": image_bytes(50, 20, "JPEG", color=(10, 200, 10)),
+        "notes.txt": b"not an image, just some notes\n",
+    }
+    for name, data in files.items():
+        (cli.tmp_path / name).write_bytes(data)
+
+    upload = cli("images", "upload", series_id, "a.png", "b.jpg", "notes.txt")
+    assert upload.code == 1, upload
+    assert "Uploaded 2 image(s)." in upload.stdout
+    assert "refused notes.txt: This is not an image" in upload.said
+    assert "PNG, JPEG" in upload.said  # and why: what it accepts
+    # The progress bar went to stderr, and finished.
+    assert "Uploading" in upload.stderr
+    assert "3/3" in upload.stderr
+    assert "━" in upload.stderr
+
+    listed, table = cli.many(("images", "list", series_id, "--json"), ("images", "list", series_id))
+    assert listed.code == table.code == 0, (listed, table)
+    assert "a.png" in table.stdout and "b.jpg" in table.stdout and "40x30" in table.stdout
+    images = {i["original_filename"]: i for i in listed.json()}
+    assert set(images) == {"a.png", "b.jpg"}
+    assert images["a.png"]["mime_type"] == "image/png"
+    assert (images["a.png"]["width"], images["a.png"]["height"]) == (40, 30)
+    assert images["b.jpg"]["mime_type"] == "image/jpeg"
+    for name, image in images.items():
+        assert image["sha256"] == hashlib.sha256(files[name]).hexdigest()
+        assert image["size_bytes"] == len(files[name])
+    # The bytes are on disk under the data dir's storage, under keys Cog made.
+    on_disk = stored_files(cli.storage_dir)
+    originals = {k: v for k, v in on_disk.items() if k.startswith("images/")}
+    assert sorted(originals.values()) == sorted([files["a.png"], files["b.jpg"]])
+    key = re.compile(r"(images|thumbs)/[0-9a-f]{2}/[0-9a-f-]{36}\.(png|jpg|webp)")
+    assert all(key.fullmatch(k) for k in on_disk), on_disk  # no part of a key is a file name
+    assert len([k for k in on_disk if k.startswith("thumbs/")]) == 2
+
+
+def test_images_rm_removes_the_row_and_the_files(cli: Cli) -> None:
+    settings = cli.settings()
+
+    async def work(session: AsyncSession, store: ObjectStore) -> tuple[str, str, str]:
+        series_id = await add_series(session, "Few")
+        kept = await add_image(session, store, settings, series_id, "[red]kept.png")
+        gone = await add_image(session, store, settings, series_id, "gone.png")
+        return series_id, kept, gone
+
+    series_id, kept, gone = seed(cli, work)
+    before = stored_files(cli.storage_dir)
+    assert len(before) == 4  # two originals, two thumbnails
+    removed = cli("images", "rm", gone)
+    assert removed.code == 0, removed
+    assert f"Deleted image {gone}." in removed.stdout
+    after = stored_files(cli.storage_dir)
+    assert len(after) == 2
+    assert all(kept in key for key in after)
+
+    again, table = cli.many(("images", "rm", gone), ("images", "list", series_id))
+    assert again.code == 1
+    assert f"There is no image {gone}." in again.said
+    assert table.code == 0, table
+    assert kept in table.stdout and gone not in table.stdout
+    assert "[red]kept.png" in table.stdout  # a name is shown as it is, never read as markup
+
+
+def test_text_that_looks_like_markup_is_printed_as_it_is(cli: Cli) -> None:
+    made = cli("series", "create", "a [/x] b", "--tag", "[bold]t")
+    assert made.code == 0, made
+    assert "Created series a [/x] b" in made.said
+    series_id = made.stdout.split()[-1]
+    table, shown = cli.many(("series", "list"), ("series", "show", series_id))
+    assert table.code == shown.code == 0, (table, shown)
+    assert "a [/x] b" in table.stdout and "[bold]t" in table.stdout
+    assert "a [/x] b" in shown.stdout
+
+
+def assert_not_found(results: list[Result], what: str) -> None:
+    for result in results:
+        assert result.code == 1, result
+        assert f"error: There is no {what} {MISSING}." in result.said, result
+
+
+def test_unknown_series_ids_exit_1_with_a_message(cli: Cli) -> None:
+    (cli.tmp_path / "a.png").write_bytes(image_bytes())
+    results = cli.many(
+        ("series", "show", MISSING),
+        ("series", "create", "Orphan", "--parent", MISSING),
+        ("images", "upload", MISSING, "a.png"),
+    )
+    assert_not_found(results, "series")
+    assert stored_files(cli.storage_dir) == {}
+
+
+def test_unknown_ids_for_list_and_rm_exit_1_with_a_message(cli: Cli) -> None:
+    assert_not_found(cli.many(("images", "rm", MISSING)), "image")
+    assert_not_found(cli.many(("images", "list", MISSING), ("series", "rm", MISSING)), "series")
+
+
+def test_malformed_ids_exit_2_with_a_message(cli: Cli) -> None:
+    results = cli.many(
+        ("series", "show", "nope"),
+        ("series", "create", "X", "--parent", "12"),
+        ("images", "rm", "[/x]"),
+    )
+    for result in results:
+        assert result.code == 2, result
+        assert "is not a" in result.said and "id." in result.said, result
+    assert "'[/x]' is not a image id." in results[2].said
+
+
+# --- the database -------------------------------------------------------------------------------
+
+
+async def _tables(database: str) -> set[str]:
+    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=database)
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {row["tablename"] for row in rows}
+    finally:
+        await conn.close()
+
+
+@pytest.mark.postgres
+def test_db_upgrade_on_an_empty_postgres_database(cli: Cli, empty_pg_database: str) -> None:
+    env = {"COG_DATABASE_URL": pg_url(empty_pg_database)}
+    first = cli("db", "upgrade", env=env)
+    assert first.code == 0, first
+    assert f"Upgraded the schema from empty to {head_revision()}." in first.said
+    assert {"cog_series", "cog_images", "cog_jobs", "cog_job_runs"} <= asyncio.run(
+        _tables(empty_pg_database)
+    )
+    second, made = cli.many(("db", "upgrade"), ("series", "create", "On Postgres"), env=env)
+    assert second.code == 0, second
+    assert f"The schema is up to date (revision {head_revision()})." in second.said
+    assert made.code == 0, made
+    assert not (cli.data_dir / "cog.db").exists()  # nothing went to the embedded database
+
+
+# --- cog serve ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[str]
+    base_url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture
+def serve(cli: Cli) -> Iterator[Callable[..., Server]]:
+    """Start `cog serve` and wait until it answers; every server is stopped at the end."""
+    started: list[Server] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Server:
+        port = free_port()
+        log = cli.tmp_path / f"serve-{port}.log"
+        with log.open("w") as sink:
+            proc = subprocess.Popen(
+                [*COMMAND, "serve", "--port", str(port), *args],
+                env={**cli.env, **(env or {})},
+                cwd=cli.tmp_path,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        server = Server(proc, f"http://{host}:{port}", log)
+        started.append(server)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"cog serve exited with {proc.returncode}:\n{server.output()}")
+            try:
+                httpx.get(f"{server.base_url}/cog/login", timeout=1)
+                return server
+            except httpx.TransportError:
+                time.sleep(0.1)
+        pytest.fail(f"cog serve did not answer within 20 s:\n{server.output()}")
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            if server.proc.poll() is None:
+                server.proc.terminate()
+                try:
+                    server.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    server.proc.kill()
+                    server.proc.wait()
+            assert "Traceback" not in server.output(), server.output()
+
+
+def test_serve_migrates_a_fresh_data_dir_and_answers_over_http(
+    cli: Cli, serve: Callable[..., Server]
+) -> None:
+    assert not cli.data_dir.exists()
+    server = serve()
+    assert (cli.data_dir / "cog.db").exists()
+    with httpx.Client(base_url=server.base_url, timeout=5) as http:
+        page = http.get("/cog")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert http.get("/", follow_redirects=False).headers["location"] == "/cog"
+        created = http.post("/api/series", json={"title": "Over HTTP", "tags": ["Live"]})
+        assert created.status_code == 201, created.text
+        assert created.json()["tags"] == ["live"]
+        listed = http.get("/api/series").json()["items"]
+        assert [s["title"] for s in listed] == ["Over HTTP"]
+    server.proc.terminate()
+    # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells of it.
+    assert server.proc.wait(timeout=10) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.output()
+
+
+@pytest.mark.postgres
+def test_serve_refuses_an_empty_postgres_database(cli: Cli, empty_pg_database: str) -> None:
+    port = str(free_port())
+    env = {"COG_DATABASE_URL": pg_url(empty_pg_database)}
+    refused = cli("serve", "--port", port, env=env, timeout=20)  # killed should it start
+    assert refused.code == 1, refused
+    assert "Run `cog db upgrade`" in refused.said
+    assert "none (empty database)" in refused.said
+    assert asyncio.run(_tables(empty_pg_database)) == set()  # it changed nothing
+
+
+def test_serve_off_loopback_needs_a_token(cli: Cli, serve: Callable[..., Server]) -> None:
+    refused = cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), timeout=20)
+    assert refused.code != 0, refused
+    assert "refusing to listen on 0.0.0.0 without a token" in refused.said
+    assert "COG_API_TOKEN" in refused.said
+
+    server = serve("--host", "0.0.0.0", env={"COG_API_TOKEN": "s3cret"})
+    with httpx.Client(base_url=server.base_url, timeout=5) as http:
+        assert http.get("/api/series").status_code == 401
+        assert http.get("/cog", headers={"Accept": "text/html"}).status_code == 303
+        authed = http.get("/api/series", headers={"Authorization": "Bearer s3cret"})
+        assert authed.status_code == 200
