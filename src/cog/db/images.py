@@ -31,3 +31,25 @@ async def page_in_series(
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
     return Page(rows, next_cursor)
+
+
+async def neighbours(
+    session: AsyncSession, image: Image
+) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    """The images just newer and just older than `image` in its series (gallery order)."""
+    key = sa.tuple_(Image.created_at, Image.id)
+    here = sa.tuple_(image.created_at, image.id)
+    in_series = Image.series_id == image.series_id
+    newer = await session.execute(
+        sa.select(Image.id)
+        .where(in_series, key > here)
+        .order_by(Image.created_at, Image.id)
+        .limit(1)
+    )
+    older = await session.execute(
+        sa.select(Image.id)
+        .where(in_series, key < here)
+        .order_by(Image.created_at.desc(), Image.id.desc())
+        .limit(1)
+    )
+    return newer.scalar_one_or_none(), older.scalar_one_or_none()

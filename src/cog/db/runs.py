@@ -197,8 +197,13 @@ async def finish_queued_as_cancelled(session: AsyncSession, run_id: uuid.UUID) -
 
 
 async def images_of_step(session: AsyncSession, step_run_id: uuid.UUID) -> list[uuid.UUID]:
+    # An image of a step carries the step's run too, and `run_id` is indexed (`step_id` is not):
+    # without the run, this would read every image in the database.
+    run_of_step = sa.select(StepRun.run_id).where(StepRun.id == step_run_id).scalar_subquery()
     rows = await session.execute(
-        sa.select(Image.id).where(Image.step_id == step_run_id).order_by(Image.created_at)
+        sa.select(Image.id)
+        .where(Image.run_id == run_of_step, Image.step_id == step_run_id)
+        .order_by(Image.created_at)
     )
     return list(rows.scalars())
 

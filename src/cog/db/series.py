@@ -135,3 +135,34 @@ async def delete_many(session: AsyncSession, series_ids: Sequence[uuid.UUID]) ->
     await session.execute(sa.delete(Job).where(Job.series_id.in_(series_ids)))
     # Children first is not needed: the foreign key is checked at the end of the statement.
     await session.execute(sa.delete(Series).where(Series.id.in_(series_ids)))
+
+
+async def covers(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """The newest image of each series that has one. One correlated lookup per series, each a
+    single step down the (series_id, created_at, id) index, so a page of series costs the same
+    whether they hold ten images or ten thousand."""
+    if not ids:
+        return {}
+    newest = (
+        sa.select(Image.id)
+        .where(Image.series_id == Series.id)
+        .order_by(Image.created_at.desc(), Image.id.desc())
+        .limit(1)
+        .correlate(Series)
+        .scalar_subquery()
+    )
+    rows = await session.execute(sa.select(Series.id, newest).where(Series.id.in_(ids)))
+    return {series_id: image_id for series_id, image_id in rows if image_id is not None}
+
+
+async def everything(session: AsyncSession, limit: int) -> list[Series]:
+    """Every series (up to `limit`), ordered by title: the tree is built from parent ids."""
+    rows = await session.execute(sa.select(Series).order_by(Series.title, Series.id).limit(limit))
+    return list(rows.scalars())
+
+
+async def job_count_in(session: AsyncSession, series_ids: Sequence[uuid.UUID]) -> int:
+    found = await session.execute(
+        sa.select(sa.func.count()).select_from(Job).where(Job.series_id.in_(series_ids))
+    )
+    return int(found.scalar_one())

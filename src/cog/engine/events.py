@@ -63,7 +63,12 @@ def diff(before: Snapshot | None, after: Snapshot) -> list[Event]:
     for step in after["steps"]:
         old = old_steps.get(step["position"], {"status": StepStatus.pending, "image_ids": []})
         base = {"run_id": run_id, "position": step["position"]}
-        if old["status"] != step["status"] and step["status"] == StepStatus.running:
+        # A step that started and ended between two reads is still announced as started, so
+        # every `step_finished` of a step that ran follows its `step_started`.
+        began = step["status"] == StepStatus.running or (
+            old["status"] == StepStatus.pending and step.get("started_at") is not None
+        )
+        if old["status"] != step["status"] and began:
             events.append(Event("step_started", {**base, "kind": step["kind"]}))
         for image_id in step["image_ids"]:
             if image_id not in old["image_ids"]:

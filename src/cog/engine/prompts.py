@@ -2,25 +2,84 @@
 
 A prompt sees `base_prompt`, `series` (`.title`, `.description`, `.tags`), `steps` (earlier
 steps' outputs by position: `steps[0].text`, `steps[0].images`) and `previous` (the step just
-before). Anything else is refused when the step is saved, not when it runs.
+before). Anything else is refused when the step is saved, not when it runs: other variables,
+unknown filters and tests, other templates, and names starting with `_` (`''.__class__`).
+
+Saving a prompt only reads it; nothing in it is computed. What a template builds only when it
+runs (a name put together from pieces, a huge repetition) meets the sandbox then, and the step
+fails in plain words before anything reaches a model.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2.compiler import Frame
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from cog.errors import Invalid
 
 VARIABLES = ("base_prompt", "series", "steps", "previous")
 
-_env = ImmutableSandboxedEnvironment(
+# The longest text one `*` may make, and the largest number one `**` may (in bits).
+MAX_REPEAT_CHARS = 100_000
+MAX_POWER_BITS = 64 * 1024
+# A `%` format with a width or precision of five digits or more, or taken from the arguments.
+_WIDE_FORMAT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d{5,}|\d*\.(?:\*|\d{5,}))")
+
+
+class _PromptEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, with the operators that can make huge values checked when they run.
+
+    Intercepted operators are also never evaluated while a template compiles (Jinja would
+    otherwise fold `{{ 'x' * 10**10 }}` as a constant), so saving a prompt computes nothing."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if _too_large(operator, left, right):
+            raise SecurityError(f"`{operator}` would make a value too large for a prompt")
+        return super().call_binop(context, operator, left, right)
+
+
+def _too_large(operator: str, left: Any, right: Any) -> bool:
+    if operator == "*":
+        return any(
+            isinstance(seq, str | list | tuple)
+            and isinstance(times, int)
+            and len(seq) * times > MAX_REPEAT_CHARS
+            for seq, times in ((left, right), (right, left))
+        )
+    if operator == "**":
+        return (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and abs(left) > 1
+            and right * abs(left).bit_length() > MAX_POWER_BITS
+        )
+    return operator == "%" and isinstance(left, str) and _WIDE_FORMAT.search(left) is not None
+
+
+_env = _PromptEnvironment(
     undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True
 )
+
+
+class _Introspection(meta.TrackingCodeGenerator):
+    """Finds a template's variables without evaluating any part of it: Jinja's compiler folds
+    constant expressions (filters with constant arguments too) as it goes."""
+
+    def __init__(self, environment: _PromptEnvironment) -> None:
+        super().__init__(environment)
+        self.optimizer = None
+
+    def _output_child_to_const(self, node: nodes.Expr, frame: Frame, finalize: Any) -> str:
+        raise nodes.Impossible()
 
 
 @dataclass(frozen=True)
@@ -47,23 +106,33 @@ def check_template(source: str, position: int) -> list[str]:
         tree = _env.parse(source)
     except TemplateSyntaxError as exc:
         return [f"the prompt is not a valid template (line {exc.lineno}: {exc.message})"]
-    problems = []
-    unknown = sorted(meta.find_undeclared_variables(tree) - set(VARIABLES))
+    problems = _unsupported(tree)
+    if problems:  # the checks below compile the template, which these would break
+        return problems
+    codegen = _Introspection(_env)
+    codegen.visit(tree)
+    variables = codegen.undeclared_identifiers
+    unknown = sorted(variables - set(VARIABLES))
     if unknown:
         problems.append(
             "the prompt uses unknown variable(s) "
             + ", ".join(f"`{name}`" for name in unknown)
             + f" (available: {', '.join(VARIABLES)})"
         )
-    if position == 0 and "previous" in meta.find_undeclared_variables(tree):
+    if position == 0 and "previous" in variables:
         problems.append("the first step has no `previous` step")
+    problems += [
+        f"the prompt reaches for `{name}`; templates may not use names that start with `_`"
+        for name in sorted(_private_names(tree))
+    ]
     for node in tree.find_all(nodes.Getitem):
-        if (
-            isinstance(node.node, nodes.Name)
-            and node.node.name == "steps"
-            and isinstance(node.arg, nodes.Const)
-        ):
-            index = node.arg.value
+        if not (isinstance(node.node, nodes.Name) and node.node.name == "steps"):
+            continue
+        arg = node.arg
+        if isinstance(arg, nodes.Neg) and isinstance(arg.node, nodes.Const):  # `steps[-1]`
+            problems.append(f"`steps[-{arg.node.value!r}]` is not a step position")
+        elif isinstance(arg, nodes.Const):
+            index = arg.value
             if not isinstance(index, int) or index < 0:
                 problems.append(f"`steps[{index!r}]` is not a step position")
             elif index >= position:
@@ -71,6 +140,45 @@ def check_template(source: str, position: int) -> list[str]:
                     f"the prompt uses `steps[{index}]`, which does not run before this step"
                 )
     return problems
+
+
+def _unsupported(tree: nodes.Template) -> list[str]:
+    """Unknown filters and tests, other templates, and `{% autoescape %}`: none has a place in
+    a prompt, and each would fail (or compute something) when the template compiles."""
+    problems = [
+        f"the prompt uses `{tag}`, which prompts do not support (a prompt stands alone)"
+        for node_type, tag in (
+            (nodes.Extends, "extends"),
+            (nodes.Include, "include"),
+            (nodes.Import, "import"),
+            (nodes.FromImport, "from ... import"),
+            (nodes.EvalContextModifier, "autoescape"),
+        )
+        if tree.find(node_type) is not None
+    ]
+    filters = sorted({n.name for n in tree.find_all(nodes.Filter) if n.name not in _env.filters})
+    tests = sorted({n.name for n in tree.find_all(nodes.Test) if n.name not in _env.tests})
+    problems += [f"the prompt uses an unknown filter `{name}`" for name in filters]
+    problems += [f"the prompt uses an unknown test `{name}`" for name in tests]
+    return problems
+
+
+_ATTRIBUTE_FILTERS = ("attr", "selectattr", "rejectattr")
+
+
+def _private_names(tree: nodes.Template) -> set[str]:
+    """Attribute names starting with `_` a template spells out (`x.__class__`,
+    `x['__class__']`, `x | attr('__class__')`): refused when saved. A name only built at run
+    time meets the sandbox instead, which refuses it then."""
+    spelled: list[object] = [node.attr for node in tree.find_all(nodes.Getattr)]
+    spelled += [
+        node.arg.value for node in tree.find_all(nodes.Getitem) if isinstance(node.arg, nodes.Const)
+    ]
+    for node in tree.find_all(nodes.Filter):  # `attr('_x')`, `map(attribute='_x')`...
+        named = node.args[:1] if node.name in _ATTRIBUTE_FILTERS else []
+        named += [kw.value for kw in node.kwargs if kw.key == "attribute"]
+        spelled += [arg.value for arg in named if isinstance(arg, nodes.Const)]
+    return {name for name in spelled if isinstance(name, str) and name.startswith("_")}
 
 
 def render(

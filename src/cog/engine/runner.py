@@ -139,15 +139,22 @@ class Runner:
         self, spec: StepSpec, row: StepRun, outputs: list[StepOutput]
     ) -> StepOutput:
         started = row.started_at or utcnow()
-        await self._update_step(row.id, status=StepStatus.running, started_at=started, error=None)
         tally = _Tally(attempts=[], usage=Usage(0, 0, 0))
         try:
+            # Rendering does no I/O, so the step is marked running together with its prompt:
+            # one write, not two. A prompt that cannot be rendered fails the step at once.
             prompt = render(
                 spec.prompt, base_prompt=self.base_prompt, series=self.series, steps=outputs
             )
             if not prompt:
                 raise StepFailed("The prompt rendered to nothing; the model needs some text.")
-            await self._update_step(row.id, rendered_prompt=prompt)
+            await self._update_step(
+                row.id,
+                status=StepStatus.running,
+                started_at=started,
+                error=None,
+                rendered_prompt=prompt,
+            )
             inputs = await self._input_images(spec, outputs)
             if spec.kind is StepKind.llm:
                 output = await self._llm(spec, row, prompt, inputs, tally)
@@ -160,6 +167,7 @@ class Runner:
                 row.id,
                 status=StepStatus.failed,
                 error=exc.message,
+                started_at=started,
                 finished_at=utcnow(),
                 attempts=len(tally.attempts),
                 attempt_log=tally.log(),
@@ -171,6 +179,7 @@ class Runner:
                 row.id,
                 status=StepStatus.failed,
                 error=exc.message,
+                started_at=started,
                 finished_at=utcnow(),
                 attempts=len(tally.attempts),
                 attempt_log=tally.log(),
@@ -195,6 +204,8 @@ class Runner:
             else:
                 ids.append(uuid.UUID(ref))
         images: list[InputImage] = []
+        if not ids:
+            return images
         async with self.deps.sessions() as session:
             rows = {
                 image.id: image
@@ -229,8 +240,10 @@ class Runner:
     async def _images(
         self, spec: StepSpec, row: StepRun, prompt: str, inputs: list[InputImage], tally: _Tally
     ) -> StepOutput:
-        async with self.deps.sessions() as session:
-            made = await runs_db.images_of_step(session, row.id)
+        made: list[uuid.UUID] = []
+        if row.started_at is not None:  # resumed: keep what it made before, make the rest
+            async with self.deps.sessions() as session:
+                made = await runs_db.images_of_step(session, row.id)
         missing = spec.config.count - len(made)
         model = spec.model or self.deps.settings.image_model
         lock = asyncio.Lock()
@@ -248,17 +261,17 @@ class Runner:
             tally.add(result.attempts, result.usage)
             if result.text:
                 texts.append(result.text)
-            async with lock:
-                await self._keep_image(
-                    row,
-                    spec,
-                    prompt,
-                    result.data,
-                    result.model,
-                    result.provider,
-                    result.text,
-                    index,
-                )
+            await self._keep_image(
+                row,
+                spec,
+                prompt,
+                result.data,
+                result.model,
+                result.provider,
+                result.text,
+                index,
+                lock,
+            )
 
         if missing > 0:
             try:
@@ -290,8 +303,14 @@ class Runner:
         provider: str,
         text: str,
         index: int,
+        commit_lock: asyncio.Lock,
     ) -> None:
-        """Store one image and record it on its step in the same transaction."""
+        """Store one image and record it on its step in the same transaction.
+
+        The images of a step are verified and written to the store concurrently; their
+        transactions take `commit_lock` in turn, so each reads the step's image list after the
+        previous one committed and none is lost.
+        """
 
         async def record(session: Any, image: Image) -> None:
             step = await session.get(StepRun, row.id, populate_existing=True)
@@ -319,6 +338,7 @@ class Runner:
                 run_id=self.run_id,
                 step_id=row.id,
                 before_commit=record,
+                commit_lock=commit_lock,
             )
         self.deps.notify(self.run_id)
 

@@ -78,51 +78,82 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
     return problems
 
 
+def _parse(item: Any) -> tuple[StepSpec | None, list[str]]:
+    try:
+        return StepSpec.model_validate(item), []
+    except ValidationError as exc:
+        return None, _pydantic_problems(exc)
+
+
 def parse_steps(raw: Sequence[Any]) -> tuple[list[StepSpec | None], list[str]]:
     """Parse each raw step; answers the parsed steps (None where unparseable) and problems."""
-    specs: list[StepSpec | None] = []
-    problems: list[str] = []
-    for position, item in enumerate(raw):
-        try:
-            specs.append(StepSpec.model_validate(item))
-        except ValidationError as exc:
-            specs.append(None)
-            problems += [f"step {position}: {p}" for p in _pydantic_problems(exc)]
-    return specs, problems
+    parsed = [_parse(item) for item in raw]
+    problems = [
+        f"step {position}: {p}" for position, (_, found) in enumerate(parsed) for p in found
+    ]
+    return [spec for spec, _ in parsed], problems
 
 
 def validate_steps(
-    raw: Sequence[Any], *, series_image_ids: Collection[uuid.UUID]
+    raw: Sequence[Any],
+    *,
+    series_image_ids: Collection[uuid.UUID],
+    elsewhere_image_ids: Collection[uuid.UUID] = (),
 ) -> list[StepSpec]:
-    """Check a whole ordered step list; raise `Invalid` naming every problem."""
+    """Check a whole ordered step list; raise `Invalid` naming every problem, step by step.
+
+    `series_image_ids` are the referenced images that belong to the job's series;
+    `elsewhere_image_ids` those that exist in another series (any other does not exist)."""
     if len(raw) > MAX_STEPS:
         raise Invalid(f"A job has at most {MAX_STEPS} steps; this one has {len(raw)}.")
-    specs, problems = parse_steps(raw)
-    for position, spec in enumerate(specs):
-        if spec is None:
-            continue
+    parsed = [_parse(item) for item in raw]
+    specs = [spec for spec, _ in parsed]
+    problems: list[str] = []
+    for position, (item, (spec, found)) in enumerate(zip(raw, parsed, strict=True)):
         where = f"step {position}"
-        problems += [f"{where}: {p}" for p in check_template(spec.prompt, position)]
-        config = spec.config
-        if spec.kind is StepKind.llm:
-            for key in ("aspect_ratio", "image_size"):
-                if getattr(config, key) is not None:
-                    problems.append(f"{where}: `{key}` applies to image steps only")
-            if config.count != 1:
-                problems.append(f"{where}: `count` applies to image steps only")
-        elif config.temperature is not None:
-            problems.append(f"{where}: `temperature` applies to llm steps only")
-        for ref in step_refs(config):
-            if ref >= position:
+        problems += [f"{where}: {p}" for p in found]
+        if spec is None:
+            # Its prompt is still checked, so one edit learns of every problem at once.
+            if isinstance(item, dict) and isinstance(item.get("prompt"), str) and item["prompt"]:
+                problems += [f"{where}: {p}" for p in check_template(item["prompt"], position)]
+            continue
+        problems += [f"{where}: {p}" for p in _step_problems(spec, position, specs)]
+        for image_id in image_refs(spec.config):
+            if image_id in series_image_ids:
+                continue
+            if image_id in elsewhere_image_ids:
                 problems.append(
-                    f"{where}: input image 'step:{ref}' refers to a step that does not run "
-                    "before it"
+                    f"{where}: input image {image_id} belongs to another series; a step can "
+                    "only use images of its job's series"
                 )
-            elif specs[ref] is not None and specs[ref].kind is not StepKind.image:  # type: ignore[union-attr]
-                problems.append(f"{where}: 'step:{ref}' is an llm step and makes no images")
-        for image_id in image_refs(config):
-            if image_id not in series_image_ids:
-                problems.append(f"{where}: input image {image_id} is not an image of this series")
+            else:
+                problems.append(
+                    f"{where}: input image {image_id} does not exist (it may have been deleted)"
+                )
     if problems:
         raise Invalid("The steps were not saved: " + "; ".join(problems) + ".", problems=problems)
     return [s for s in specs if s is not None]
+
+
+def _step_problems(spec: StepSpec, position: int, specs: Sequence[StepSpec | None]) -> list[str]:
+    """What is wrong with one parsed step in its place in the list (images of the series
+    aside)."""
+    problems = check_template(spec.prompt, position)
+    config = spec.config
+    if spec.kind is StepKind.llm:
+        for key in ("aspect_ratio", "image_size"):
+            if getattr(config, key) is not None:
+                problems.append(f"`{key}` applies to image steps only")
+        if config.count != 1:
+            problems.append("`count` applies to image steps only")
+    elif config.temperature is not None:
+        problems.append("`temperature` applies to llm steps only")
+    for ref in step_refs(config):
+        source = specs[ref] if ref < position else None
+        if ref >= position:
+            problems.append(
+                f"input image 'step:{ref}' refers to a step that does not run before it"
+            )
+        elif source is not None and source.kind is not StepKind.image:
+            problems.append(f"'step:{ref}' is an llm step and makes no images")
+    return problems

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -19,7 +21,7 @@ from cog.db.models import Image
 from cog.db.pages import Page, check_limit
 from cog.domain import ImageSource
 from cog.errors import CogError, Invalid, NotFound, TooLarge
-from cog.imaging import VerifiedImage, thumbnail_from_bytes, verify_image
+from cog.imaging import VerifiedImage, thumbnail_fits, thumbnail_from_bytes, verify_image
 from cog.services import series as series_service
 from cog.storage import ObjectStore, StoredObjectMissing
 from cog.storage.keys import image_key, thumbnail_key
@@ -149,8 +151,14 @@ async def store_generated(
     run_id: uuid.UUID | None = None,
     step_id: uuid.UUID | None = None,
     before_commit: BeforeCommit | None = None,
+    commit_lock: AbstractAsyncContextManager[object] | None = None,
 ) -> Image:
-    """Verify and keep an image a model made, with its provenance. Commits."""
+    """Verify and keep an image a model made, with its provenance. Commits.
+
+    `commit_lock`, when given, is held around the database part only (the rows, `before_commit`
+    and the commit), so several images can be verified and written to the store at once while
+    their transactions still happen one after another.
+    """
     verified = await _verify(settings, io.BytesIO(data))
     image = Image(
         id=uuid.uuid4(),
@@ -171,7 +179,7 @@ async def store_generated(
         step_id=step_id,
     )
     image.storage_path = image_key(image.id, verified.info.extension)
-    await _persist(session, store, [(image, data, verified.thumbnail)], before_commit)
+    await _persist(session, store, [(image, data, verified.thumbnail)], before_commit, commit_lock)
     return image
 
 
@@ -180,11 +188,13 @@ async def _persist(
     store: ObjectStore,
     items: list[tuple[Image, bytes | IO[bytes], bytes]],
     before_commit: BeforeCommit | None = None,
+    commit_lock: AbstractAsyncContextManager[object] | None = None,
 ) -> None:
     """Write each image's file and thumbnail, then commit the rows: all of them or none.
 
     `before_commit` may change more rows in the same transaction (a run records the image on
     its step there, so an image is never stored without being counted, nor counted twice).
+    The transaction runs under `commit_lock` when one is given; the files are written before.
     """
     written: list[str] = []
     try:
@@ -193,12 +203,13 @@ async def _persist(
             written.append(image.storage_path)
             await store.put(thumbnail_key(image.id), thumb)
             written.append(thumbnail_key(image.id))
-        session.add_all([image for image, _, _ in items])
-        await session.flush()
-        if before_commit is not None:
-            for image, _, _ in items:
-                await before_commit(session, image)
-        await session.commit()
+        async with commit_lock or contextlib.nullcontext():
+            session.add_all([image for image, _, _ in items])
+            await session.flush()
+            if before_commit is not None:
+                for image, _, _ in items:
+                    await before_commit(session, image)
+            await session.commit()
     except BaseException:
         # Whatever stopped us (a store error, the database, a cancelled request), nothing of
         # the batch may stay behind: no row without its file, no file without its row.
@@ -247,12 +258,16 @@ async def delete(session: AsyncSession, store: ObjectStore, image_id: uuid.UUID)
 
 
 async def thumbnail(store: ObjectStore, settings: Settings, image: Image) -> bytes:
-    """The cached WebP thumbnail; made again (once) if it has gone missing."""
+    """The cached WebP thumbnail; made again (once) if it has gone missing or was made for
+    another `thumbnail_px`."""
     key = thumbnail_key(image.id)
     try:
-        return await store.get(key)
+        cached = await store.get(key)
     except StoredObjectMissing:
         pass
+    else:
+        if thumbnail_fits(cached, settings.thumbnail_px, image.width, image.height):
+            return cached
     try:
         original = await store.get(image.storage_path)
     except StoredObjectMissing as exc:
@@ -267,3 +282,10 @@ async def _delete_quietly(store: ObjectStore, key: str) -> None:
         await store.delete(key)
     except Exception:
         log.warning("could not delete stored object %s", key, exc_info=True)
+
+
+async def neighbours(
+    session: AsyncSession, image: Image
+) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    """The images just newer and just older in its series' gallery (for previous / next)."""
+    return await images_db.neighbours(session, image)

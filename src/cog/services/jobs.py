@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cog.db import jobs as jobs_db
 from cog.db import runs as runs_db
 from cog.db.base import utcnow
-from cog.db.models import Image, Job, JobStep
+from cog.db.models import Image, Job, JobRun, JobStep
 from cog.db.pages import Page, check_limit
 from cog.domain import JobStatus
 from cog.engine.drafting import draft_steps
@@ -73,23 +73,26 @@ async def steps(session: AsyncSession, job_id: uuid.UUID) -> list[JobStep]:
     return await jobs_db.steps(session, job_id)
 
 
-async def _series_images(
-    session: AsyncSession, series_id: uuid.UUID, refs: Sequence[uuid.UUID]
-) -> set[uuid.UUID]:
+async def _image_series(
+    session: AsyncSession, refs: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """The series of each referenced image that exists."""
     if not refs:
-        return set()
-    rows = await session.execute(
-        sa.select(Image.id).where(Image.series_id == series_id, Image.id.in_(refs))
-    )
-    return set(rows.scalars())
+        return {}
+    rows = await session.execute(sa.select(Image.id, Image.series_id).where(Image.id.in_(refs)))
+    return {row.id: row.series_id for row in rows}
 
 
 async def check_steps(session: AsyncSession, job: Job, raw: Sequence[Any]) -> list[StepSpec]:
     """Validate a step list against the job's series; `Invalid` names every problem."""
     specs, _ = parse_steps(raw)
     refs = [ref for spec in specs if spec is not None for ref in image_refs(spec.config)]
-    known = await _series_images(session, job.series_id, refs)
-    return validate_steps(raw, series_image_ids=known)
+    found = await _image_series(session, refs)
+    return validate_steps(
+        raw,
+        series_image_ids={i for i, s in found.items() if s == job.series_id},
+        elsewhere_image_ids={i for i, s in found.items() if s != job.series_id},
+    )
 
 
 def dump_steps(specs: Sequence[StepSpec]) -> list[dict[str, Any]]:
@@ -188,3 +191,25 @@ async def delete(session: AsyncSession, job_id: uuid.UUID) -> list[uuid.UUID]:
     await session.delete(job)
     await session.commit()
     return active
+
+
+async def last_runs(session: AsyncSession, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, JobRun]:
+    """The newest run of each job that has run (job lists show its status)."""
+    return await jobs_db.last_runs(session, job_ids)
+
+
+async def add_input_image(
+    session: AsyncSession, job_id: uuid.UUID, position: int, image_id: uuid.UUID
+) -> Job:
+    """Add an image to a step's input images ("use as reference"); the whole list is checked
+    again, so an image of another series, or one too many, is refused with the usual reasons."""
+    rows = await steps(session, job_id)
+    if not 0 <= position < len(rows):
+        raise NotFound(f"Job {job_id} has no step {position}.")
+    config = dict(rows[position].config)
+    refs = [str(ref) for ref in config.get("input_images", [])]
+    if str(image_id) not in refs:
+        refs.append(str(image_id))
+    return await update_step(
+        session, job_id, position, {"config": {**config, "input_images": refs}}
+    )

@@ -32,7 +32,11 @@ async def start(session: AsyncSession, job_id: uuid.UUID) -> JobRun:
     try:  # images it refers to may have been deleted or moved since the steps were saved
         specs = await jobs_service.check_steps(session, job, raw)
     except Invalid as exc:
-        raise Invalid(f"The job cannot run as it is: {exc.message}") from exc
+        problems: list[str] = exc.extra.get("problems", [exc.message])
+        raise Invalid(
+            "The job cannot run as it is; edit its steps first: " + "; ".join(problems) + ".",
+            problems=problems,
+        ) from exc
     run = await runs_db.create(session, job, jobs_service.dump_steps(specs))
     await session.commit()
     return run

@@ -159,3 +159,85 @@ async def _remove_files(store: ObjectStore, keys: list[str]) -> None:
             await store.delete(key)
         except Exception:  # the rows are gone; a stray file is harmless and found by doctor
             log.warning("could not delete stored object %s", key, exc_info=True)
+
+
+# --- what the pages show around a series ---------------------------------------------------------
+
+OUTLINE_LIMIT = 5000
+
+
+@dataclass(frozen=True)
+class OutlineEntry:
+    series: Series
+    depth: int
+
+
+@dataclass(frozen=True)
+class DeletionSummary:
+    """What deleting a series with `recursive` removes, counted over its whole subtree."""
+
+    sub_series: int
+    images: int
+    jobs: int
+
+
+async def covers(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """The id of each series' newest image (its cover); series without images are left out."""
+    return await series_db.covers(session, ids)
+
+
+async def outline(
+    session: AsyncSession, *, exclude_subtree_of: uuid.UUID | None = None
+) -> list[OutlineEntry]:
+    """The whole tree, depth first, each level by title: the choices for "move to".
+
+    `exclude_subtree_of` leaves out a series and everything under it (where it cannot move)."""
+    everything = await series_db.everything(session, OUTLINE_LIMIT)
+    children: dict[uuid.UUID | None, list[Series]] = {}
+    for s in everything:
+        children.setdefault(s.parent_id, []).append(s)
+    entries: list[OutlineEntry] = []
+
+    def walk(parent: uuid.UUID | None, depth: int) -> None:
+        for s in children.get(parent, []):
+            if s.id == exclude_subtree_of:
+                continue
+            entries.append(OutlineEntry(s, depth))
+            walk(s.id, depth + 1)
+
+    walk(None, 0)
+    return entries
+
+
+async def trails(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Series]]:
+    """The ancestors of each series (root first), for search results shown out of the tree.
+
+    One read of the tree serves every result; a tree larger than the outline falls back to
+    asking the database, series by series."""
+    if not ids:
+        return {}
+    by_id = {s.id: s for s in await series_db.everything(session, OUTLINE_LIMIT)}
+    found: dict[uuid.UUID, list[Series]] = {}
+    for series_id in ids:
+        chain: list[Series] = []
+        node = by_id.get(series_id)
+        parent = node.parent_id if node is not None else None
+        while parent is not None and parent in by_id:
+            chain.append(by_id[parent])
+            parent = by_id[parent].parent_id
+        if node is not None and parent is None:
+            found[series_id] = chain[::-1]
+        else:
+            found[series_id] = await series_db.ancestors(session, series_id)
+    return found
+
+
+async def deletion_summary(session: AsyncSession, series_id: uuid.UUID) -> DeletionSummary:
+    await require(session, series_id)
+    ids = await series_db.subtree_ids(session, series_id)
+    images = await series_db.image_ids_in(session, ids)
+    return DeletionSummary(
+        sub_series=len(ids) - 1,
+        images=len(images),
+        jobs=await series_db.job_count_in(session, ids),
+    )

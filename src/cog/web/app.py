@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cog import __version__
 from cog.config import Settings
@@ -23,6 +25,7 @@ from cog.web import pages
 from cog.web.api import images as images_api
 from cog.web.api import jobs as jobs_api
 from cog.web.api import series as series_api
+from cog.web.pages.errors import error_page, htmx_error_headers
 from cog.web.security import SecurityHeaders, TokenGuard
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -51,14 +54,31 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.cog = state
 
     @app.exception_handler(CogError)
-    async def cog_error(_request: Request, exc: CogError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message, **exc.extra}, status_code=exc.status_code)
+    async def cog_error(request: Request, exc: CogError) -> Response:
+        if page := error_page(request, exc.status_code, exc.message):
+            return page
+        return JSONResponse(
+            {"detail": exc.message, **exc.extra},
+            status_code=exc.status_code,
+            headers=htmx_error_headers(request, exc.message),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if page := error_page(request, exc.status_code, str(exc.detail)):
+            return page
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         problems = [_describe(err) for err in exc.errors()]
+        detail = "; ".join(problems)
+        if page := error_page(request, 422, detail):
+            return page
         return JSONResponse(
-            _jsonable({"detail": "; ".join(problems), "errors": exc.errors()}), status_code=422
+            _jsonable({"detail": detail, "errors": exc.errors()}),
+            status_code=422,
+            headers=htmx_error_headers(request, detail),
         )
 
     @app.get("/docs", include_in_schema=False)

@@ -232,6 +232,17 @@ class StepsReplace(Input):
     steps: list[dict[str, Any]] = Field(max_length=50)
 
 
+def _storable_step(value: dict[str, Any]) -> dict[str, Any]:
+    if reason := _unstorable(value, "step"):
+        raise ValueError(reason)
+    return value
+
+
+# The fields of one step to change (`PATCH /api/jobs/{id}/steps/{position}`); the step rules
+# are checked by the service, what no database can store is refused here, as in `Input`.
+StepChange = Annotated[dict[str, Any], AfterValidator(_storable_step)]
+
+
 class StepOut(BaseModel):
     id: uuid.UUID
     position: int

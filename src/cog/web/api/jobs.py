@@ -25,6 +25,7 @@ from cog.web.schemas import (
     RunList,
     RunOut,
     RunSummary,
+    StepChange,
     StepOut,
     StepsReplace,
 )
@@ -123,7 +124,7 @@ async def replace_steps(job_id: uuid.UUID, body: StepsReplace, session: SessionD
 
 @router.patch("/jobs/{job_id}/steps/{position}", response_model=JobOut)
 async def update_step(
-    job_id: uuid.UUID, position: int, body: dict[str, Any], session: SessionDep
+    job_id: uuid.UUID, position: int, body: StepChange, session: SessionDep
 ) -> JobOut:
     """Change one step (the fields sent); the whole list is checked again."""
     return await job_out(session, await jobs_service.update_step(session, job_id, position, body))

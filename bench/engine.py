@@ -1,0 +1,540 @@
+"""Engine benchmark: a job of K image steps of count N, run against the fake Gemini server.
+
+    uv run python bench/engine.py                 # SQLite (L = 200 ms, K = 5, N = 4, 3 repeats)
+    uv run python bench/engine.py --postgres      # SQLite, then a throwaway PostgreSQL database
+
+Everything is Cog's own: the app from `create_app` behind httpx's ASGI transport, its embedded
+executor, the Gemini provider on the real `google-genai` SDK, talking HTTP to the fake Gemini
+server (`cog.testing.gemini_server.GeminiTestServer`) on loopback, which waits a fixed latency L
+before it answers each call. The fake server runs in a process of its own, as a remote API would
+(`--server-in-process` runs it in a thread of this process instead, where it competes with Cog
+for the GIL). The script makes a series and a job of K image steps (`{{ base_prompt }} step i`,
+count N), warms up with two runs, then:
+
+1. Latency: with L set, it starts the run through `POST /api/jobs/{id}/runs` `--repeats` times
+   and reads each run back from `GET /api/runs/{id}`. The wall time of a run is
+   `finished_at - started_at` as the run itself records them (from the moment the executor
+   claims it to the moment it is marked finished), so the interval at which the script polls
+   does not enter the figure. The ideal is K x ceil(N / image_concurrency) x L: each step's N
+   calls overlap, the steps run one after another. The ratio is wall / ideal (median of the
+   repeats). For scale, the floor is K times the time N bare provider calls take at L (see 2):
+   what a run would take if Cog added nothing to the model calls.
+2. Overhead: with L = 0, the same run `--overhead-repeats` times; the run's wall time per step
+   minus the time the provider calls alone take. That is measured by calling the Gemini provider
+   directly (the same SDK, the same fake server, the same prompt) N times at once under the same
+   concurrency limit, many times over, and taking the median. What is left is what Cog adds per
+   step: rendering, the step's status writes, verifying each image and making its WebP thumbnail,
+   writing the file and thumbnail to the store, the image row and its step record committed
+   together, and the run's own start and finish, spread over the K steps. For scale, the time
+   `verify_image` (decode and thumbnail) takes for N of the server's images, one after another,
+   is reported beside it.
+
+The last line printed is a JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import io
+import itertools
+import json
+import math
+import multiprocessing
+import multiprocessing.process
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from cog.config import Settings
+from cog.db.migrate import upgrade
+from cog.db.session import make_engine
+from cog.imaging import verify_image
+from cog.providers.gemini import GeminiProvider
+from cog.providers.retry import RetryPolicy
+from cog.testing.gemini_server import GeminiTestServer
+from cog.web.app import create_app
+
+console = Console(highlight=False)
+BASE_PROMPT = "a lighthouse on a cliff in a winter storm"
+RATIO_TARGET = 1.05
+OVERHEAD_TARGET_MS = 5.0
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+# --- the fake Gemini server ----------------------------------------------------------------------
+
+
+def _serve_in_child(conn: Connection) -> None:
+    """Body of the server process: start the fake server, send its URL, then obey the pipe."""
+    with GeminiTestServer(latency_s=0.0) as server:
+        conn.send(server.base_url)
+        while (message := conn.recv()) is not None:
+            server.latency_s = float(message)
+            conn.send(True)
+    conn.close()
+
+
+class FakeGemini:
+    """The fake Gemini server with a settable latency: in a process of its own (the default),
+    or in a thread of this one."""
+
+    def __init__(self, *, in_process: bool) -> None:
+        self.in_process = in_process
+        self._server: GeminiTestServer | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        if in_process:
+            self._server = GeminiTestServer(latency_s=0.0).start()
+            self.base_url = self._server.base_url
+            return
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve_in_child, args=(child,), name="fake-gemini", daemon=True
+        )
+        self._process.start()
+        child.close()
+        if not self._conn.poll(60):
+            self.close()
+            raise RuntimeError("the fake Gemini server process did not start")
+        self.base_url = str(self._conn.recv())
+
+    def set_latency(self, seconds: float) -> None:
+        if self._server is not None:
+            self._server.latency_s = seconds
+            return
+        self._conn.send(seconds)
+        self._conn.recv()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+        if self._process is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(None)
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join(timeout=5)
+            self._conn.close()
+
+
+# --- the run, through the API --------------------------------------------------------------------
+
+
+def step_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    config: dict[str, Any] = {"count": args.count}
+    if args.image_size:
+        config["image_size"] = args.image_size
+    return [
+        {"kind": "image", "prompt": f"{{{{ base_prompt }}}} step {i}", "config": config}
+        for i in range(args.steps)
+    ]
+
+
+async def make_job(client: httpx.AsyncClient, args: argparse.Namespace) -> str:
+    series = await client.post("/api/series", json={"title": "Engine bench"})
+    series.raise_for_status()
+    job = await client.post(
+        f"/api/series/{series.json()['id']}/jobs",
+        json={"title": "Bench", "base_prompt": BASE_PROMPT},
+    )
+    job.raise_for_status()
+    job_id: str = job.json()["id"]
+    steps = await client.put(f"/api/jobs/{job_id}/steps", json={"steps": step_specs(args)})
+    if steps.status_code != 200:
+        raise RuntimeError(f"the steps were refused: {steps.text}")
+    return job_id
+
+
+def ms(start: str, end: str) -> float:
+    return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds() * 1e3
+
+
+async def run_once(client: httpx.AsyncClient, job_id: str, poll_s: float) -> dict[str, Any]:
+    """Start a run, wait for it to end, answer its timings from its own timestamps."""
+    response = await client.post(f"/api/jobs/{job_id}/runs")
+    if response.status_code != 202:
+        raise RuntimeError(f"POST runs answered {response.status_code}: {response.text}")
+    run_id = response.json()["id"]
+    deadline = time.monotonic() + 300
+    while True:
+        await asyncio.sleep(poll_s)
+        got = await client.get(f"/api/runs/{run_id}")
+        got.raise_for_status()
+        run: dict[str, Any] = got.json()
+        if run["status"] in FINAL:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"run {run_id} did not end: {run['status']}")
+    if run["status"] != "succeeded":
+        raise RuntimeError(f"run {run_id} {run['status']}: {run['error']}")
+    steps = run["steps"]
+    made = sum(len(s["image_ids"]) for s in steps)
+    expected = sum(s["config"]["count"] for s in steps)
+    if made != expected:
+        raise RuntimeError(f"run {run_id} made {made} images, expected {expected}")
+    return {
+        "wall_ms": ms(run["started_at"], run["finished_at"]),
+        "queue_ms": ms(run["created_at"], run["started_at"]),
+        "step_ms": [ms(s["started_at"], s["finished_at"]) for s in steps],
+        # From the run's start to its first step, between steps, from the last step to the end.
+        "lead_ms": ms(run["started_at"], steps[0]["started_at"]),
+        "gaps_ms": [ms(a["finished_at"], b["started_at"]) for a, b in itertools.pairwise(steps)],
+        "tail_ms": ms(steps[-1]["finished_at"], run["finished_at"]),
+    }
+
+
+async def run_many(
+    client: httpx.AsyncClient, job_id: str, repeats: int, poll_s: float
+) -> dict[str, Any]:
+    runs = [await run_once(client, job_id, poll_s) for _ in range(repeats)]
+    walls = [r["wall_ms"] for r in runs]
+    gaps = [x for r in runs for x in r["gaps_ms"]]
+    return {
+        "walls_ms": [round(w, 1) for w in walls],
+        "wall_ms": statistics.median(walls),
+        "queue_ms": statistics.median(r["queue_ms"] for r in runs),
+        "step_ms": statistics.median(x for r in runs for x in r["step_ms"]),
+        "lead_ms": statistics.median(r["lead_ms"] for r in runs),
+        "gap_ms": statistics.median(gaps) if gaps else 0.0,
+        "tail_ms": statistics.median(r["tail_ms"] for r in runs),
+    }
+
+
+# --- the provider calls alone, and the image work alone -----------------------------------------
+
+
+class BareCalls:
+    """N concurrent image calls straight through the Gemini provider, under the same limit: the
+    time the model calls themselves take, without the engine around them."""
+
+    def __init__(self, settings: Settings, args: argparse.Namespace) -> None:
+        self.settings = settings
+        self.count = args.count
+        self.image_size = args.image_size or None
+        self.provider = GeminiProvider(
+            api_key=None,
+            base_url=settings.gemini_base_url,
+            text_model=settings.text_model,
+            image_model=settings.image_model,
+            retry=RetryPolicy(max_attempts=1),
+            timeout_s=settings.provider_timeout_s,
+        )
+        self.slots = asyncio.Semaphore(settings.image_concurrency)
+        self.last_image = b""
+
+    async def _one(self) -> None:
+        async with self.slots:
+            result = await self.provider.generate_image(
+                prompt=f"{BASE_PROMPT} step 0", image_size=self.image_size
+            )
+        if not result.data:
+            raise RuntimeError("the fake server answered without an image")
+        self.last_image = result.data
+
+    async def _batch(self) -> float:
+        started = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self.count):
+                group.create_task(self._one())
+        return (time.perf_counter() - started) * 1000
+
+    async def measure(self, batches: int) -> tuple[float, float]:
+        """Median wall time of a batch, and the CPU time this process spent per batch."""
+        for _ in range(2):  # connections open, code paths warm
+            await self._batch()
+        cpu = time.process_time()
+        walls = [await self._batch() for _ in range(batches)]
+        return statistics.median(walls), (time.process_time() - cpu) * 1000 / batches
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+
+
+def verify_ms(settings: Settings, data: bytes, repeats: int = 30) -> float:
+    """The median time `verify_image` (decode, check, WebP thumbnail) takes for one image."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        verify_image(
+            io.BytesIO(data),
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            thumbnail_px=settings.thumbnail_px,
+        )
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+# --- one database --------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def throwaway_postgres(host: str, port: int, user: str) -> AsyncIterator[str]:
+    name = f"cog_bench_engine_{os.getpid()}"
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(host=host, port=port, user=user, database="postgres")
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    await admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql+asyncpg://{user}@{host}:{port}/{name}"
+    finally:
+        await admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def bench_database(
+    label: str, database_url: str, data_dir: Path, server: FakeGemini, args: argparse.Namespace
+) -> dict[str, Any]:
+    settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        database_url=database_url,
+        storage_url=(data_dir / "storage").as_uri(),
+        api_token=None,
+        provider="gemini",
+        gemini_base_url=server.base_url,
+    )
+    engine = make_engine(database_url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    latency_ms = args.latency_ms
+    waves = math.ceil(args.count / settings.image_concurrency)
+    ideal_ms = args.steps * waves * latency_ms
+    poll_s = args.poll_ms / 1000
+    say = f"[bold]{label}[/bold]:"
+    app = create_app(settings)
+    bare = BareCalls(settings, args)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=120
+            ) as client,
+        ):
+            job_id = await make_job(client, args)
+            server.set_latency(0.0)
+            console.print(f"{say} warming up (2 runs at L = 0) …")
+            await run_many(client, job_id, 2, poll_s)
+
+            console.print(f"{say} overhead, {args.overhead_repeats} runs at L = 0 …")
+            cpu = time.process_time()
+            at_zero = await run_many(client, job_id, args.overhead_repeats, poll_s)
+            cpu_per_step = (time.process_time() - cpu) * 1000 / (args.overhead_repeats * args.steps)
+            bare_zero, bare_cpu = await bare.measure(max(20, 2 * args.overhead_repeats))
+            image_ms = verify_ms(settings, bare.last_image)
+
+            server.set_latency(latency_ms / 1000)
+            console.print(
+                f"{say} {args.repeats} runs at L = {latency_ms:g} ms, K = {args.steps}, "
+                f"N = {args.count} …"
+            )
+            timed = await run_many(client, job_id, args.repeats, poll_s)
+            bare_at_l, _ = await bare.measure(args.repeats)
+            server.set_latency(0.0)
+    finally:
+        await bare.aclose()
+
+    per_step_zero = at_zero["wall_ms"] / args.steps
+    overhead = per_step_zero - bare_zero
+    ratio = timed["wall_ms"] / ideal_ms if ideal_ms else float("nan")
+    floor_ms = args.steps * bare_at_l
+    return {
+        "wall_ms": round(timed["wall_ms"], 1),
+        "ideal_ms": round(ideal_ms, 1),
+        "ratio": round(ratio, 4),
+        "overhead_ms_per_step": round(overhead, 2),
+        "ratio_ok": ratio <= RATIO_TARGET,
+        "overhead_ok": overhead < OVERHEAD_TARGET_MS,
+        "walls_ms": timed["walls_ms"],
+        "floor_ms": round(floor_ms, 1),
+        "floor_ratio": round(floor_ms / ideal_ms, 4) if ideal_ms else None,
+        "wall_over_floor": round(timed["wall_ms"] / floor_ms, 4),
+        "step_ms": round(timed["step_ms"], 1),
+        "step_beyond_latency_ms": round(timed["step_ms"] - waves * latency_ms, 1),
+        "bare_calls_at_latency_ms": round(bare_at_l, 1),
+        "run_lead_ms": round(timed["lead_ms"], 1),
+        "between_steps_ms": round(timed["gap_ms"], 1),
+        "run_tail_ms": round(timed["tail_ms"], 1),
+        "queue_ms": round(timed["queue_ms"], 1),
+        "l0_wall_ms": round(at_zero["wall_ms"], 1),
+        "l0_walls_ms": at_zero["walls_ms"],
+        "l0_wall_per_step_ms": round(per_step_zero, 2),
+        "l0_step_ms": round(at_zero["step_ms"], 2),
+        "l0_between_steps_ms": round(at_zero["gap_ms"], 2),
+        "l0_run_lead_ms": round(at_zero["lead_ms"], 2),
+        "l0_run_tail_ms": round(at_zero["tail_ms"], 2),
+        "l0_bare_calls_ms": round(bare_zero, 2),
+        "l0_cpu_ms_per_step": round(cpu_per_step, 2),
+        "l0_bare_calls_cpu_ms": round(bare_cpu, 2),
+        "overhead_cpu_ms_per_step": round(cpu_per_step - bare_cpu, 2),
+        "verify_ms_per_image": round(image_ms, 2),
+        "verify_ms_per_step": round(args.count * image_ms, 2),
+    }
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--latency-ms", type=float, default=200.0, help="latency L of each call")
+    parser.add_argument("--steps", type=int, default=5, help="image steps K in the job")
+    parser.add_argument("--count", type=int, default=4, help="images N per step (1..8)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs at latency L")
+    parser.add_argument(
+        "--overhead-repeats", type=int, default=10, help="timed runs at L = 0 (they are short)"
+    )
+    parser.add_argument(
+        "--image-size", choices=["1K", "2K", "4K"], default=None, help="default: the model's"
+    )
+    parser.add_argument(
+        "--poll-ms", type=float, default=100.0, help="how often a run is read (not timed)"
+    )
+    parser.add_argument(
+        "--server-in-process",
+        action="store_true",
+        help="run the fake server in a thread of this process (it then shares Cog's GIL)",
+    )
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL too, after SQLite")
+    parser.add_argument("--pg-host", default=os.environ.get("COG_TEST_PG_HOST", "127.0.0.1"))
+    parser.add_argument(
+        "--pg-port", type=int, default=int(os.environ.get("COG_TEST_PG_PORT", "5432"))
+    )
+    parser.add_argument("--pg-user", default=os.environ.get("COG_TEST_PG_USER", "postgres"))
+    args = parser.parse_args(argv)
+    if not 1 <= args.count <= 8:
+        parser.error("--count is 1..8")
+    if min(args.steps, args.repeats, args.overhead_repeats) < 1 or args.latency_ms < 0:
+        parser.error("--steps and the repeats are at least 1, --latency-ms at least 0")
+    return args
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    table = Table(
+        title=(
+            f"Cog engine: K = {args.steps} image steps of N = {args.count}, "
+            f"L = {args.latency_ms:g} ms"
+        ),
+        title_justify="left",
+    )
+    table.add_column("figure")
+    for label in results:
+        table.add_column(label, justify="right")
+    rows = [
+        ("run wall time, median (ms)", "wall_ms", "{:.1f}"),
+        ("ideal K x L (ms)", "ideal_ms", "{:.1f}"),
+        (f"ratio (target <= {RATIO_TARGET})", "ratio", "{:.4f}"),
+        ("floor: K x N bare calls at L (ms)", "floor_ms", "{:.1f}"),
+        ("floor / ideal", "floor_ratio", "{:.4f}"),
+        ("wall / floor", "wall_over_floor", "{:.4f}"),
+        ("  a step (ms)", "step_ms", "{:.1f}"),
+        ("  a step beyond L (ms)", "step_beyond_latency_ms", "{:.1f}"),
+        ("  N bare calls at L (ms)", "bare_calls_at_latency_ms", "{:.1f}"),
+        ("  run start to first step (ms)", "run_lead_ms", "{:.1f}"),
+        ("  between steps (ms)", "between_steps_ms", "{:.1f}"),
+        ("  last step to run end (ms)", "run_tail_ms", "{:.1f}"),
+        ("  queued before the claim (ms)", "queue_ms", "{:.1f}"),
+        ("L = 0: run wall per step (ms)", "l0_wall_per_step_ms", "{:.2f}"),
+        ("L = 0: N bare calls (ms)", "l0_bare_calls_ms", "{:.2f}"),
+        (f"overhead per step (target < {OVERHEAD_TARGET_MS:g})", "overhead_ms_per_step", "{:.2f}"),
+        ("  in CPU time of this process (ms)", "overhead_cpu_ms_per_step", "{:.2f}"),
+        ("  verify + thumbnail of N images (ms)", "verify_ms_per_step", "{:.2f}"),
+    ]
+    for title, key, fmt in rows:
+        table.add_row(title, *(fmt.format(r[key]) for r in results.values()))
+    console.print(table)
+    console.print(
+        "overhead per step = run wall time at L = 0 / K - median time of N concurrent bare "
+        "provider calls (same SDK, server, limit) at L = 0"
+    )
+
+
+async def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    # The SDK reads its key from the environment; the fake server takes any non-empty key.
+    os.environ["GOOGLE_API_KEY"] = "dummy"
+    for name in ("GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_GENAI_USE_VERTEXAI"):
+        os.environ.pop(name, None)
+    load_before = os.getloadavg()[0]
+    results: dict[str, dict[str, Any]] = {}
+    server = FakeGemini(in_process=args.server_in_process)
+    try:
+        with tempfile.TemporaryDirectory(prefix="cog-bench-engine-") as tmp:
+            root = Path(tmp)
+            results["sqlite"] = await bench_database(
+                "sqlite",
+                f"sqlite+aiosqlite:///{root / 'sqlite' / 'cog.db'}",
+                root / "sqlite",
+                server,
+                args,
+            )
+            if args.postgres:
+                async with throwaway_postgres(args.pg_host, args.pg_port, args.pg_user) as url:
+                    results["postgres"] = await bench_database(
+                        "postgres", url, root / "postgres", server, args
+                    )
+    finally:
+        server.close()
+    report(results, args)
+    figures = {
+        "params": {
+            "latency_ms": args.latency_ms,
+            "steps": args.steps,
+            "count": args.count,
+            "repeats": args.repeats,
+            "overhead_repeats": args.overhead_repeats,
+            "image_size": args.image_size or "model default",
+            "server": "in process" if args.server_in_process else "own process",
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+            "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        },
+        "targets": {"ratio_max": RATIO_TARGET, "overhead_ms_per_step_max": OVERHEAD_TARGET_MS},
+        "definitions": {
+            "wall_ms": "median over the repeats of the run's finished_at - started_at at L",
+            "ideal_ms": "K x ceil(N / image_concurrency) x L",
+            "ratio": "wall_ms / ideal_ms",
+            "floor_ms": "K x median time of N concurrent bare provider calls at L",
+            "overhead_ms_per_step": (
+                "median run wall time at L = 0 divided by K, minus the median time of N "
+                "concurrent bare GeminiProvider.generate_image calls (same SDK, server, "
+                "concurrency limit) at L = 0"
+            ),
+            "overhead_cpu_ms_per_step": (
+                "the same difference in CPU time of this process (all its threads; the fake "
+                "server runs in another process): CPU per step of the runs at L = 0 minus CPU "
+                "per batch of N bare calls; less sensitive to other load on the machine"
+            ),
+            "verify_ms_per_step": "N x median time of verify_image on one of the server's images",
+        },
+        **results,
+    }
+    print(json.dumps(figures, separators=(",", ":")))
+    return figures
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,13 @@
+"""Server-rendered pages under /cog, one module per resource; `router` holds them all."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from cog.web.pages import auth, images, jobs, runs, series
+
+router = APIRouter(include_in_schema=False)
+for module in (auth, series, images, jobs, runs):
+    router.include_router(module.router)
+
+__all__ = ["router"]

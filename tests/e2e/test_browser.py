@@ -1,0 +1,732 @@
+"""The pages in a real browser: Debian's Chromium driven by Playwright, against `cog serve` run as
+a subprocess on loopback, generating through the fake Gemini server (real HTTP, Gemini's wire
+format). Screenshots of every page, at desktop and phone widths, go to `test-artifacts/`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
+
+from tests.conftest import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SEP = "\u203a"  # the arrow between the titles of a trail
+EVIL = "<script>alert(1)</script> \"double\" 'single' Ёжик «в» тумане 霧"
+# Not a double quote: browsers send it in a multipart file name as %22 (the HTML spec's form
+# encoding), and the API records the name as it arrives.
+EVIL_FILE = "<img src=x onerror=alert(2)> «霧» 'q'.png"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
+]
+
+
+# --- a real Cog and a real browser ----------------------------------------------------------------
+
+
+@dataclass
+class Cog:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    token: str | None = None
+    api: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.api = httpx.Client(base_url=self.url, timeout=20, headers=headers)
+
+    def stop(self) -> None:
+        self.api.close()
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_cog(folder: Path, **env: str) -> Cog:
+    """`cog serve` on a free loopback port, with its data under `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("COG_", "GOOGLE_", "GEMINI_"))
+    }
+    log = folder / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cog", "serve", "--port", str(port)],
+            env={**clean, "COG_DATA_DIR": str(folder / "data"), **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"cog serve exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/cog/login", timeout=1).status_code == 200:
+                return Cog(url, process, log, env.get("COG_API_TOKEN"))
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"cog serve did not start: {log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def gemini() -> Iterator[Any]:
+    from cog.testing.gemini_server import GeminiTestServer
+
+    # Slow enough that a run is seen running, fast enough for the suite.
+    with GeminiTestServer(latency_s=0.4) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cog(tmp_path_factory: pytest.TempPathFactory, gemini: Any) -> Iterator[Cog]:
+    server = start_cog(
+        tmp_path_factory.mktemp("cog-gemini"),
+        COG_PROVIDER="gemini",
+        COG_GEMINI_BASE_URL=gemini.base_url,
+        GOOGLE_API_KEY="test",
+        COG_PROVIDER_RETRY_INITIAL_S="0.01",
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Watch:
+    """What a page said that a person would never want: script errors, CSP refusals, dialogs."""
+
+    problems: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+    def console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.problems.append(message.text)
+
+    def assert_clean(self, *expected: str) -> None:
+        """No problem but the `expected` ones (the start of their text), and no dialog."""
+        unexpected = sorted({p for p in self.problems if not p.startswith(expected)})
+        assert unexpected == [], "\n".join(unexpected)
+        assert self.dialogs == []
+
+    def dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+
+@pytest.fixture
+def watch() -> Watch:
+    return Watch()
+
+
+def open_page(
+    browser: Browser, watch: Watch, viewport: dict[str, int] = DESKTOP, scheme: str = "light"
+) -> Page:
+    context = browser.new_context(viewport=viewport, color_scheme=scheme)  # type: ignore[arg-type]
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page.on("console", watch.console)
+    page.on("pageerror", lambda error: watch.problems.append(str(error)))
+    page.on("dialog", watch.dialog)
+    return page
+
+
+def shoot(page: Page, name: str) -> None:
+    """What a person first sees (`name.png`) and the whole page (`name-full.png`)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_load_state("networkidle")
+    # caret="initial": hiding the caret means injecting a <style>, which the CSP (rightly) refuses.
+    page.screenshot(path=ARTIFACTS / f"{name}.png", caret="initial")
+    page.screenshot(path=ARTIFACTS / f"{name}-full.png", full_page=True, caret="initial")
+
+
+def png(width: int, height: int, color: tuple[int, int, int], fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def upload_by_chooser(page: Page, files: list[dict[str, Any]]) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Choose files…").click()
+    chooser.value.set_files(files)  # type: ignore[arg-type]
+
+
+SERIES_URL = re.compile(r"/cog/series/[0-9a-f-]{36}$")
+IMAGE_URL = re.compile(r"/cog/images/[0-9a-f-]{36}$")
+JOB_URL = re.compile(r"/cog/jobs/[0-9a-f-]{36}$")
+
+
+# --- a newcomer's whole flow ----------------------------------------------------------------------
+
+
+def test_a_newcomer_makes_series_uploads_and_runs_a_job(
+    browser: Browser, cog: Cog, watch: Watch
+) -> None:
+    page = open_page(browser, watch)
+
+    # An empty Cog says what to do first; with a key set there is no preview banner.
+    page.goto(f"{cog.url}/")
+    expect(page).to_have_url(f"{cog.url}/cog")
+    expect(page.get_by_role("heading", name="Start with a series")).to_be_visible()
+    expect(page.locator("#preview-banner")).to_have_count(0)
+
+    # A series, with a description and tags; creating it opens it.
+    form = page.locator("#new-series")
+    form.locator("input[name=title]").fill("Harbour at dawn")
+    form.get_by_text("Description and tags").click()
+    form.locator("textarea[name=description]").fill("Boats, mist and the first light.")
+    form.locator("input[name=tags]").fill("Sea, morning")
+    form.get_by_role("button", name="Create series").click()
+    expect(page).to_have_url(SERIES_URL)
+    expect(page.locator("h1")).to_have_text("Harbour at dawn")
+    expect(page.locator("#series-header .tags")).to_have_text(re.compile(r"sea\s*morning"))
+    series_url = page.url
+
+    # A sub-series, from the series page; it is listed at once.
+    child = page.locator("#new-child")
+    child.locator("input[name=title]").fill("Close-ups")
+    child.get_by_role("button", name="Add").click()
+    expect(page.locator("#children")).to_contain_text("Close-ups")
+    expect(page.locator("#new-child input[name=title]")).to_have_value("")
+
+    # Three files by the file chooser: two images, and one that is not an image.
+    upload_by_chooser(
+        page,
+        [
+            {"name": "boat.png", "mimeType": "image/png", "buffer": png(320, 200, (30, 90, 160))},
+            {
+                "name": "mist.jpg",
+                "mimeType": "image/jpeg",
+                "buffer": png(200, 300, (200, 200, 190), "JPEG"),
+            },
+            {
+                "name": "notes.txt",
+                "mimeType": "text/plain",
+                "buffer": b"tide tables, not a picture",
+            },
+        ],
+    )
+    refused = page.locator("#uploads li.failed")
+    expect(refused).to_have_count(1)
+    expect(refused).to_contain_text("notes.txt")
+    expect(refused.locator(".upload-status")).to_contain_text("Cog accepts")
+    expect(page.locator("#uploads li.done")).to_have_count(2)
+    expect(page.locator("#uploads-summary")).to_have_text("2 added · 1 refused")
+    expect(page.locator("#gallery .tile")).to_have_count(2)
+    expect(page.locator("#image-count")).to_have_text("2")
+    shoot(page, "flow-series-after-upload-desktop")
+
+    # The gallery is the same after a reload (newest first), and an image opens.
+    page.reload()
+    expect(page.locator("#gallery .tile")).to_have_count(2)
+    page.locator("#gallery .tile").first.click()
+    expect(page).to_have_url(IMAGE_URL)
+    meta = page.locator("dl.meta")
+    expect(meta).to_contain_text("Uploaded")
+    expect(meta).to_contain_text(re.compile(r"(boat\.png|mist\.jpg)"))
+    expect(page.locator(".stage-full")).to_have_js_property("complete", True)
+    page.get_by_role("link", name="Harbour at dawn").first.click()
+    expect(page).to_have_url(series_url)
+
+    # A job: created from the series page, it opens in the editor.
+    page.locator("#new-job summary").click()
+    page.locator("#new-job input[name=title]").fill("Boats")
+    page.locator("#new-job textarea[name=base_prompt]").fill("fishing boats in morning mist")
+    page.get_by_role("button", name="Create job").click()
+    expect(page).to_have_url(JOB_URL)
+    job_url = page.url
+    expect(page.locator(".steps-empty")).to_be_visible()
+
+    # Draft with AI: the steps arrive as cards.
+    page.get_by_role("button", name="Draft with AI").click()
+    expect(page.locator("#draft-progress")).to_be_visible()  # the model takes its time
+    expect(page.locator(".step-card")).to_have_count(2)
+    expect(page.locator("#save-state")).to_contain_text("Drafted 2 steps")
+    expect(page.locator("#step-0 select[data-kind]")).to_have_value("llm")
+    expect(page.locator("#step-1 select[data-kind]")).to_have_value("image")
+
+    # Edit the image step: its prompt and two images.
+    page.locator("textarea[name='steps-1-prompt']").fill("{{ steps[0].text }} Soft watercolour.")
+    page.locator("input[name='steps-1-count']").fill("2")
+    expect(page.locator("#save-state")).to_have_text("Unsaved changes")
+
+    # Reorder: the image step first. It then uses a step that has not run: the error is shown
+    # at that step's prompt, and nothing is saved.
+    page.get_by_role("button", name="Move step 2 up").click()
+    expect(page.locator("#step-0 select[data-kind]")).to_have_value("image")
+    expect(page.locator("textarea[name='steps-0-prompt']")).to_have_value(
+        "{{ steps[0].text }} Soft watercolour."
+    )
+    page.locator("#save-button").click()
+    expect(page.locator("#steps-0-prompt-error")).to_contain_text("does not run before this step")
+    expect(page.locator("#save-state")).to_contain_text("nothing was saved")
+    # Back in order, it saves.
+    page.get_by_role("button", name="Move step 1 down").click()
+    expect(page.locator("#step-1 select[data-kind]")).to_have_value("image")
+    page.locator("#save-button").click()
+    expect(page.locator("#save-state")).to_have_text("Saved.")
+    job_id = job_url.rsplit("/", 1)[1]
+    saved = cog.api.get(f"/api/jobs/{job_id}").json()["steps"]
+    assert [s["kind"] for s in saved] == ["llm", "image"]
+    assert saved[1]["prompt"] == "{{ steps[0].text }} Soft watercolour."
+    assert saved[1]["config"]["count"] == 2
+
+    # Run: the run appears at the top of the history and fills in live, images as they are
+    # stored, without the page loading again.
+    page.evaluate("window.__sameDocument = true")
+    page.locator("#run-button").click()
+    first_run = page.locator(".run").first
+    expect(first_run).to_have_attribute("sse-connect", re.compile(r"/cog/runs/.+/live"))
+    expect(first_run.locator(".run-summary .badge")).to_have_text(re.compile("queued|running"))
+    expect(first_run.locator(".run-step").nth(0).locator(".step-text")).to_be_visible()
+    expect(first_run.locator(".run-step").nth(1).locator(".tile")).to_have_count(2, timeout=20_000)
+    expect(first_run.locator(".run-summary .badge")).to_have_text("succeeded", timeout=20_000)
+    expect(first_run).not_to_have_attribute("sse-connect", re.compile("."))
+    assert page.evaluate("window.__sameDocument") is True
+    shoot(page, "flow-job-after-run-desktop")
+
+    # Run again: two runs in the history.
+    page.locator("#run-button").click()
+    expect(page.locator(".run")).to_have_count(2)
+    expect(page.locator(".run").first.locator(".run-summary .badge")).to_have_text(
+        "succeeded", timeout=20_000
+    )
+
+    # The history: the older run opens to show its steps, prompts and outputs.
+    page.reload()
+    older = page.locator(".run").nth(1)
+    expect(older).not_to_have_attribute("open", "")
+    older.locator(".run-summary").click()
+    expect(older.locator(".run-step")).to_have_count(2)
+    expect(older.locator(".run-step").nth(1).locator(".tile")).to_have_count(2)
+    older.locator(".run-step").nth(1).get_by_text("Prompt as sent").click()
+    expect(older.locator(".run-step").nth(1).locator("pre")).to_contain_text("Soft watercolour.")
+
+    # Delete the job: the confirmation says the images stay, and they do.
+    page.get_by_role("button", name="Delete job").click()
+    expect(page.locator("#confirm")).to_be_visible()
+    expect(page.locator("#confirm-text")).to_contain_text("Every image it made stays")
+    page.locator("[data-confirm-ok]").click()
+    expect(page).to_have_url(re.compile(re.escape(series_url) + r"\?notice=job-deleted$"))
+    expect(page.locator(".notice")).to_contain_text("Every image it made is still in this series")
+    expect(page.locator("#gallery .tile")).to_have_count(6)
+    expect(page.locator("#gallery .tile-generated")).to_have_count(4)
+    expect(page.locator("#image-count")).to_have_text("6")
+    expect(page.locator(".jobs")).to_have_count(0)
+
+    # A generated image keeps its provenance; the job is gone but the image says so.
+    page.locator("#gallery .tile-generated").first.click()
+    expect(page.locator("dl.meta")).to_contain_text("Generated")
+    expect(page.locator("dl.meta")).to_contain_text("gemini-3-pro-image")
+    expect(page.locator("dl.meta")).to_contain_text("deleted (the image stays)")
+
+    # The browser reports the refusals that were meant to happen: the file that is not an image
+    # (415) and the save of steps in the wrong order (422, its form swapped in with the errors).
+    watch.assert_clean(
+        "Failed to load resource: the server responded with a status of 415",
+        "Failed to load resource: the server responded with a status of 422",
+    )
+    page.context.close()
+
+
+# --- the everyday tools ---------------------------------------------------------------------------
+
+
+def test_the_tree_gallery_and_editing_tools(
+    browser: Browser, cog: Cog, gemini: Any, watch: Watch
+) -> None:
+    api = cog.api
+    archive = api.post("/api/series", json={"title": "Archive", "tags": ["old"]}).json()
+    old = api.post("/api/series", json={"title": "Old", "parent_id": archive["id"]}).json()
+    api.post("/api/series", json={"title": "New", "parent_id": archive["id"]})
+    api.post("/api/series", json={"title": "Older", "parent_id": old["id"]})
+    for batch in (range(100), range(100, 130)):
+        files = [
+            ("files", (f"scan-{i:03d}.png", png(24, 16, (i, 90, 140)), "image/png")) for i in batch
+        ]
+        assert api.post(f"/api/series/{archive['id']}/images", files=files).status_code == 201
+    job = api.post(
+        f"/api/series/{archive['id']}/jobs", json={"title": "Restore", "base_prompt": "restore"}
+    ).json()
+    steps = [{"kind": "image", "prompt": "{{ base_prompt }} this scan"}]
+    api.put(f"/api/jobs/{job['id']}/steps", json={"steps": steps}).raise_for_status()
+    page = open_page(browser, watch)
+
+    # The tree opens level by level.
+    page.goto(f"{cog.url}/cog")
+    row = page.locator(".tree-item").filter(has_text="Archive").first
+    row.get_by_role("button", name="Show the sub-series of Archive").click()
+    expect(row.locator(".children .row-title")).to_have_text(["New", "Old"])
+    row.get_by_role("button", name="Show the sub-series of Old").click()
+    expect(row.locator(".children .children .row-title")).to_have_text(["Older"])
+    row.get_by_role("button", name="Show the sub-series of Archive").click()
+    expect(row.locator(".children").first).to_be_hidden()
+    # Search finds any level and says where it is.
+    page.locator("input[name=q]").fill("older")
+    expect(page.locator("#series-results .row-title")).to_have_text(["Older"])
+    expect(page.locator("#series-results .trail")).to_have_text(f"Archive {SEP} Old {SEP}")
+    expect(page).to_have_url(re.compile(r"/cog\?q=older"))
+    page.locator("input[name=q]").fill("")
+    page.locator("input[name=tag]").fill("old")
+    expect(page.locator("#series-results .row-title")).to_have_text(["Archive"])
+
+    # The gallery loads more as it scrolls, newest first, to the very last image.
+    page.goto(f"{cog.url}/cog/series/{archive['id']}")
+    tiles = page.locator("#gallery .tile")
+    expect(tiles).to_have_count(60)
+    # (Newest first: the second upload before the first; inside one upload, the order is the
+    # database's tie-break, so names are not checked one by one.)
+    expect(tiles.first).to_have_attribute("title", re.compile(r"scan-1[0-2]\d\.png"))
+    page.locator(".gallery-more").scroll_into_view_if_needed()
+    expect(tiles).to_have_count(120)
+    page.locator(".gallery-more").scroll_into_view_if_needed()
+    expect(tiles).to_have_count(130)
+    expect(tiles.last).to_have_attribute("title", re.compile(r"scan-0\d\d\.png"))
+    expect(page.locator(".gallery-more")).to_have_count(0)
+
+    # Files dropped anywhere on the page upload too; the newest goes first.
+    dropped = base64.b64encode(png(40, 30, (250, 120, 0))).decode()
+    page.evaluate(
+        """(data) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const files = new DataTransfer();
+            files.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+            const event = (type) =>
+                new DragEvent(type, { dataTransfer: files, bubbles: true, cancelable: true });
+            document.body.dispatchEvent(event("dragenter"));
+            window.__dragging = document.body.classList.contains("dragging");
+            document.body.dispatchEvent(event("drop"));
+        }""",
+        dropped,
+    )
+    assert page.evaluate("window.__dragging") is True
+    expect(page.locator("body")).not_to_have_class(re.compile("dragging"))
+    expect(page.locator("#uploads li.done")).to_have_text(
+        re.compile(r"dropped\.png\s*Added · 40 \u00d7 30")
+    )
+    expect(tiles).to_have_count(131)
+    expect(tiles.first).to_have_attribute("title", "dropped.png")
+    expect(page.locator("#image-count")).to_have_text("131")
+    page.reload()
+
+    # Edit in place: Escape leaves it as it was, Save keeps the change.
+    page.get_by_role("button", name="Edit", exact=True).click()
+    title = page.locator("#series-header input[name=title]")
+    expect(title).to_be_focused()  # htmx has settled the form in: its buttons work
+    title.fill("Not this")
+    page.keyboard.press("Escape")
+    expect(page.locator("h1")).to_have_text("Archive")
+    page.get_by_role("button", name="Edit", exact=True).click()
+    expect(title).to_be_focused()
+    title.fill("Archive, scanned")
+    page.locator("#series-header input[name=tags]").fill("old, paper")
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_have_text("Archive, scanned")
+    expect(page.locator("#series-header .tags li")).to_have_text(["old", "paper"])
+    expect(page.locator(".toast").last).to_have_text("Saved.")
+
+    # Move a sub-series under another; the dialog offers no place inside itself.
+    page.get_by_role("button", name="Move New").click()
+    dialog = page.locator("#modal dialog")
+    expect(dialog).to_be_visible()
+    dialog.get_by_label("Put it under").select_option(value=old["id"])
+    dialog.get_by_role("button", name="Move").click()
+    expect(page.locator("#children .row-title")).to_have_text(["Old"])
+    expect(page.locator("#children .row-meta")).to_have_text("0 images · 2 sub-series")
+
+    # Delete a sub-series: the dialog says what goes with it.
+    page.get_by_role("button", name="Delete Old").click()
+    dialog = page.locator("#modal dialog")
+    expect(dialog).to_contain_text("2 sub-series and everything in them")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_have_count(0)
+    page.get_by_role("button", name="Delete Old").click()
+    page.locator("#modal dialog").get_by_role("button", name="Delete").click()
+    expect(page.locator("#children")).to_contain_text("No sub-series yet")
+
+    # An image: browse with the arrow keys, and use it as a reference for the job's step.
+    newest, second = (tiles.nth(i).get_attribute("title") for i in (0, 1))
+    tiles.nth(1).click()
+    expect(page.locator("h1")).to_have_text(str(second))
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator("h1")).to_have_text(str(newest))
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("h1")).to_have_text(str(second))
+    image_id = page.url.rsplit("/", 1)[1]
+    page.get_by_text("Use as reference…").click()
+    page.get_by_label("Add it to the input images of").select_option(index=0)
+    page.get_by_role("button", name="Add as reference").click()
+    expect(page.locator(".reference .ok")).to_contain_text("step 1 of Restore")
+    config = api.get(f"/api/jobs/{job['id']}").json()["steps"][0]["config"]
+    assert config["input_images"] == [image_id]
+
+    # Delete it: the job's step now points at nothing, and Run says so at that step.
+    page.get_by_role("button", name="Delete", exact=True).click()
+    expect(page.locator("#confirm-text")).to_contain_text("Delete this image?")
+    page.locator("[data-confirm-ok]").click()
+    expect(page.locator(".notice")).to_have_text("The image was deleted.")
+    expect(page.locator("#image-count")).to_have_text("130")
+    page.goto(f"{cog.url}/cog/jobs/{job['id']}")
+    expect(page.locator("#step-0 .inputs .count")).to_have_text("1")
+    page.locator("#run-button").click()
+    expect(page.locator("#step-0 .field-error")).to_contain_text("does not exist")
+    expect(page.locator(".run")).to_have_count(0)
+
+    # Without it, the run starts; a slow model gives time to cancel it.
+    page.locator(f"#step-0 input[value='{image_id}']").uncheck()
+    gemini.latency_s = 5.0
+    try:
+        page.locator("#run-button").click()
+        run = page.locator(".run").first
+        expect(run.locator(".run-summary .badge")).to_have_text("running")
+        run.get_by_role("button", name="Cancel run").click()
+        expect(run.locator(".run-summary .badge")).to_have_text("cancelled", timeout=15_000)
+        expect(run.locator(".run-step .badge")).to_have_text("cancelled")
+    finally:
+        gemini.latency_s = 0.4
+    watch.assert_clean(
+        # The refusal that was meant to happen (the step's missing image), and the thumbnail of
+        # the deleted image, shown as an empty box.
+        "Failed to load resource: the server responded with a status of 422",
+        "Failed to load resource: the server responded with a status of 404",
+    )
+    page.context.close()
+
+
+# --- text is text ---------------------------------------------------------------------------------
+
+
+def test_titles_tags_prompts_and_file_names_are_shown_as_text_never_run(
+    browser: Browser, cog: Cog, watch: Watch
+) -> None:
+    page = open_page(browser, watch)
+    page.goto(f"{cog.url}/cog")
+    form = page.locator("#new-series")
+    form.locator("input[name=title]").fill(EVIL)
+    form.get_by_text("Description and tags").click()
+    form.locator("textarea[name=description]").fill(f"About: {EVIL}")
+    form.locator("input[name=tags]").fill('<b>bold</b>, "quoted", 霧')
+    form.get_by_role("button", name="Create series").click()
+    expect(page).to_have_url(SERIES_URL)
+    expect(page.locator("h1")).to_have_text(EVIL)
+    expect(page.locator("#series-header .description")).to_have_text(f"About: {EVIL}")
+    expect(page.locator("#series-header .tags li")).to_have_text(["<b>bold</b>", '"quoted"', "霧"])
+    expect(page).to_have_title(f"{EVIL} · Cog")
+    series_url = page.url
+
+    # A sub-series with the same name, and an upload whose file name is markup.
+    page.locator("#new-child input[name=title]").fill(EVIL)
+    page.locator("#new-child").get_by_role("button", name="Add").click()
+    expect(page.locator("#children .row-title")).to_have_text(EVIL)
+    expect(page.locator(".toast").last).to_contain_text(EVIL)
+    upload_by_chooser(
+        page, [{"name": EVIL_FILE, "mimeType": "image/png", "buffer": png(64, 64, (9, 9, 9))}]
+    )
+    expect(page.locator("#uploads li.done .upload-name")).to_have_text(EVIL_FILE)
+    expect(page.locator("#gallery .tile")).to_have_attribute("title", EVIL_FILE)
+    page.locator("#gallery .tile").first.click()
+    expect(page).to_have_url(IMAGE_URL)
+    expect(page.locator("h1")).to_have_text(EVIL_FILE)
+    expect(page.locator("dl.meta")).to_contain_text(EVIL_FILE)
+    shoot(page, "text-image-desktop")
+
+    # A job whose title, base prompt and step prompt carry it too, run once.
+    page.goto(series_url)
+    page.locator("#new-job summary").click()
+    page.locator("#new-job input[name=title]").fill(EVIL)
+    page.locator("#new-job textarea[name=base_prompt]").fill(EVIL)
+    page.get_by_role("button", name="Create job").click()
+    expect(page).to_have_url(JOB_URL)
+    page.get_by_role("button", name="+ Text step").click()
+    page.locator("textarea[name='steps-0-prompt']").fill(
+        "Say {{ base_prompt }} <img src=x onerror=alert(3)>"
+    )
+    page.locator("#run-button").click()
+    run = page.locator(".run").first
+    expect(run.locator(".run-summary .badge")).to_have_text("succeeded", timeout=20_000)
+    run.get_by_text("Prompt as sent").click()
+    expect(run.locator("pre")).to_have_text(f"Say {EVIL} <img src=x onerror=alert(3)>")
+    expect(page.locator("input[name=title]")).to_have_value(EVIL)
+    expect(page.locator("textarea[name=base_prompt]")).to_have_value(EVIL)
+    shoot(page, "text-job-desktop")
+
+    # The tree and search show it as text as well.
+    page.goto(f"{cog.url}/cog")
+    expect(page.locator(".row-title").filter(has_text="Ёжик")).to_have_count(1)
+    page.locator("input[name=q]").fill("тумане 霧")
+    expect(page.locator(".result-count")).to_contain_text("тумане 霧")
+    expect(page.locator("#series-results .row-title")).to_have_text([EVIL, EVIL])
+    expect(page.locator("#series-results .trail")).to_have_text(f"{EVIL} {SEP}")
+    shoot(page, "text-search-desktop")
+
+    # Nothing ran: no dialog opened, no markup from the text exists, no script is inline.
+    assert watch.dialogs == []
+    assert page.locator("img[src=x], b").count() == 0
+    for url in (series_url, page.url):
+        page.goto(url)
+        assert page.locator("script:not([src])").count() == 0
+        assert page.locator("img[src=x]").count() == 0
+    watch.assert_clean()
+    page.context.close()
+
+
+# --- the preview provider -------------------------------------------------------------------------
+
+
+def test_sign_in_then_the_preview_banner_says_how_to_set_the_key(
+    browser: Browser, tmp_path: Path, watch: Watch
+) -> None:
+    server = start_cog(tmp_path, COG_PROVIDER="preview", COG_API_TOKEN="s3cret")
+    try:
+        series = server.api.post("/api/series", json={"title": "Try it"}).json()
+        target = f"/cog/series/{series['id']}"
+        for width, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+            page = open_page(browser, watch, viewport)
+            # With a token, a page sends a browser to the login form, and back after it.
+            page.goto(server.url + target)
+            expect(page).to_have_url(re.compile(r"/cog/login\?next="))
+            page.get_by_label("Token").fill("wrong")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator(".login .error")).to_have_text("Wrong token.")
+            shoot(page, f"login-{width}")
+            page.get_by_label("Token").fill("s3cret")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page).to_have_url(server.url + target)
+            for url in (target, "/cog"):
+                page.goto(server.url + url)
+                banner = page.locator("#preview-banner")
+                expect(banner).to_be_visible()
+                expect(banner).to_contain_text("Preview mode")
+                expect(banner).to_contain_text("GEMINI_API_KEY")
+            shoot(page, f"preview-series-list-{width}")
+            page.context.close()
+        # Behind the token, the live run still reaches the page (its stream sends the cookie).
+        job = server.api.post(
+            f"/api/series/{series['id']}/jobs", json={"title": "T", "base_prompt": "a kite"}
+        ).json()
+        steps = {
+            "steps": [{"kind": "image", "prompt": "{{ base_prompt }}", "config": {"count": 2}}]
+        }
+        server.api.put(f"/api/jobs/{job['id']}/steps", json=steps).raise_for_status()
+        page = open_page(browser, watch)
+        page.goto(f"{server.url}/cog/login?next=/cog/jobs/{job['id']}")
+        page.get_by_label("Token").fill("s3cret")
+        page.get_by_role("button", name="Sign in").click()
+        page.locator("#run-button").click()
+        run = page.locator(".run").first
+        expect(run.locator(".run-summary .badge")).to_have_text("succeeded")
+        expect(run.locator(".tile")).to_have_count(2)
+        page.context.close()
+    finally:
+        server.stop()
+    watch.assert_clean("Failed to load resource: the server responded with a status of 401")
+
+
+# --- every page, looked at ------------------------------------------------------------------------
+
+
+def seed_for_screenshots(cog: Cog) -> dict[str, str]:
+    """A series as a person would have it after a while: nested, tagged, images, a job run."""
+    api = cog.api
+    top = api.post(
+        "/api/series",
+        json={
+            "title": "Night markets",
+            "description": "Lanterns, steam and neon after dark, from four cities.",
+            "tags": ["street", "night", "neon"],
+        },
+    ).json()
+    for title in ("Taipei", "Bangkok", "Hanoi"):
+        api.post("/api/series", json={"title": title, "parent_id": top["id"], "tags": ["city"]})
+    colors = [(196, 72, 52), (38, 84, 124), (222, 170, 60), (40, 40, 56), (120, 160, 140)]
+    files = [
+        ("files", (f"market-{i}.png", png(300 + 60 * (i % 3), 300, colors[i % 5]), "image/png"))
+        for i in range(9)
+    ]
+    images = api.post(f"/api/series/{top['id']}/images", files=files).json()["items"]
+    job = api.post(
+        f"/api/series/{top['id']}/jobs",
+        json={
+            "title": "Lanterns in the rain",
+            "base_prompt": "a night market street, paper lanterns, light rain",
+        },
+    ).json()
+    api.post(f"/api/jobs/{job['id']}/draft").raise_for_status()
+    run = api.post(f"/api/jobs/{job['id']}/runs").json()
+    deadline = time.monotonic() + 20
+    while api.get(f"/api/runs/{run['id']}").json()["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.1)
+    return {
+        "series-list": "/cog",
+        "series": f"/cog/series/{top['id']}",
+        "image": f"/cog/images/{images[0]['id']}",
+        "job": f"/cog/jobs/{job['id']}",
+    }
+
+
+def test_every_page_at_desktop_and_phone_width(browser: Browser, cog: Cog, watch: Watch) -> None:
+    pages = seed_for_screenshots(cog)
+    looks = (
+        ("desktop", DESKTOP, "light"),
+        ("phone", PHONE, "light"),
+        ("desktop-dark", DESKTOP, "dark"),
+    )
+    for width, viewport, scheme in looks:
+        page = open_page(browser, watch, viewport, scheme)
+        for name, url in pages.items():
+            page.goto(cog.url + url)
+            shoot(page, f"{name}-{width}")
+            # Nothing sticks out sideways, whatever the width.
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"{name} at {width} width scrolls sideways by {overflow}px"
+            # Every thumbnail has its box before its file arrives: no layout jumps.
+            unsized = page.locator("img:not([width]), img:not([height])").count()
+            assert unsized == 0, f"{name}: {unsized} image(s) without width and height"
+        page.context.close()
+    watch.assert_clean()

@@ -1,0 +1,220 @@
+"""Step prompts: the checks made when a step is saved, and rendering in the sandbox."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import pytest
+
+from cog.engine.prompts import VARIABLES, SeriesContext, StepOutput, check_template, render
+from cog.errors import Invalid
+
+SERIES = SeriesContext(title="Autumn", description="Low sun, fog", tags=["autumn", "forest"])
+EARLIER = [
+    StepOutput("A red fox in silver fog.", []),
+    StepOutput(
+        "", ["3f1c0a6e-0000-4000-8000-000000000001", "3f1c0a6e-0000-4000-8000-000000000002"]
+    ),
+]
+
+
+def run(source: str, steps: list[StepOutput] | None = None, base: str = "a fox at dawn") -> str:
+    return render(
+        source, base_prompt=base, series=SERIES, steps=EARLIER if steps is None else steps
+    )
+
+
+# --- check_template -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "position"),
+    [
+        ("Plain words, no variables.", 0),
+        ("{{ base_prompt }} in {{ series.title }}: {{ series.description }}", 0),
+        ("{{ series.tags | join(', ') }}", 0),
+        ("{{ steps[0].text }} and {{ steps[1].images | length }} images", 2),
+        ("{{ steps.0.text }}", 1),
+        ("{{ previous.text }} / {{ previous }}", 1),
+        ("{% for s in steps %}{{ loop.index }}: {{ s.text }}\n{% endfor %}", 3),
+        ("{% set mood = 'quiet' %}{{ mood }} {{ base_prompt | upper }}", 0),
+        ("{% if series.tags %}{{ series.tags[0] }}{% else %}untagged{% endif %}", 0),
+        ("{{ steps | map(attribute='text') | join(' ') }}", 2),
+        ("{{ '%s, %d' % (base_prompt, 3) }} {{ 'ab' * 3 }} {{ 2 ** 10 }}", 0),
+        ("{% macro frame(x) %}[{{ x }}]{% endmacro %}{{ frame(base_prompt) }}", 0),
+    ],
+)
+def test_templates_that_pass(source: str, position: int) -> None:
+    assert check_template(source, position) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "position", "expected"),
+    [
+        ("{{ base_prompt ", 0, "not a valid template (line 1"),
+        ("line one\n{% if base_prompt %}never closed", 0, "not a valid template (line 2"),
+        ("{% break %}", 0, "not a valid template"),
+        ("{{ colour }}", 0, "unknown variable(s) `colour`"),
+        ("{{ b }}{{ a }}", 0, "`a`, `b`"),
+        ("{{ previous.text }}", 0, "the first step has no `previous` step"),
+        ("{{ steps[0].text }}", 0, "`steps[0]`, which does not run before this step"),
+        ("{{ steps[2].text }}", 2, "`steps[2]`"),
+        ("{{ steps[5] }}", 2, "`steps[5]`"),
+        ("{{ steps.3 }}", 1, "`steps[3]`"),
+        ("{{ steps[-1] }}", 2, "`steps[-1]` is not a step position"),
+        ("{{ steps['x'] }}", 2, "`steps['x']` is not a step position"),
+        ("{{ base_prompt | shout }}", 0, "unknown filter `shout`"),
+        ("{% if base_prompt is loud %}!{% endif %}", 0, "unknown test `loud`"),
+        ("{% include 'other.txt' %}", 0, "`include`"),
+        ("{% extends 'base.txt' %}", 0, "`extends`"),
+        ("{% import 'm.txt' as m %}", 0, "`import`"),
+        ("{% from 'm.txt' import x %}{{ x }}", 0, "`from ... import`"),
+        ("{% autoescape true %}{{ base_prompt }}{% endautoescape %}", 0, "`autoescape`"),
+    ],
+)
+def test_templates_that_are_refused(source: str, position: int, expected: str) -> None:
+    problems = check_template(source, position)
+    assert any(expected in p for p in problems), problems
+
+
+def test_the_unknown_variables_message_lists_what_there_is() -> None:
+    (problem,) = check_template("{{ titel }}", 1)
+    for name in VARIABLES:
+        assert name in problem
+
+
+def test_every_problem_of_a_template_is_named() -> None:
+    problems = check_template("{{ previous }}{{ steps[4] }}{{ nope }}{{ ''.__class__ }}", 0)
+    assert len(problems) == 4, problems
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("{{ ''.__class__ }}", "__class__"),
+        ("{{ base_prompt.__class__.__mro__ }}", "__mro__"),
+        ("{{ base_prompt['__class__'] }}", "__class__"),
+        ("{{ base_prompt | attr('__class__') }}", "__class__"),
+        ("{{ steps | map(attribute='__class__') | list }}", "__class__"),
+        ("{{ steps | selectattr('__dict__') | list }}", "__dict__"),
+        ("{{ series._private }}", "_private"),
+        ("{% for c in ''.__class__.__base__.__subclasses__() %}{{ c }}{% endfor %}", "__base__"),
+    ],
+)
+def test_names_starting_with_an_underscore_are_refused(source: str, name: str) -> None:
+    problems = check_template(source, 1)
+    assert any(f"`{name}`" in p and "may not" in p for p in problems), problems
+
+
+def test_saving_a_template_computes_nothing() -> None:
+    """Jinja folds constant expressions while it compiles; the check compiles nothing it would
+    have to compute, however large (a 20 MB string, a 2.5 MB number, a number too long to
+    print) or slow."""
+    sources = [
+        "{{ 'x' | center(20000000) }}",
+        "{{ 'x' * 20000000 }}",
+        "{{ 2 ** 20000000 }}",
+        "{{ 10 ** 5000 }}",
+        "{{ 9 ** (9 ** 7) }}",
+        "{{ '%020000000d' % 1 }}",
+        "{% if 'x' | center(20000000) %}{{ base_prompt }}{% endif %}",
+    ]
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        for source in sources:
+            assert check_template(source, 0) == [], source
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 1.0
+    assert peak < 2_000_000
+
+
+# --- render -------------------------------------------------------------------------------------
+
+
+def test_render_sees_the_base_prompt_the_series_and_earlier_steps() -> None:
+    source = (
+        "{{ base_prompt }} | {{ series.title }} | {{ series.description }} | "
+        "{{ series.tags | join(', ') }} | {{ steps[0].text }} | {{ steps[0] }} | "
+        "{{ previous.images | length }} | {{ steps[1].images[0] }}"
+    )
+    assert run(source) == (
+        "a fox at dawn | Autumn | Low sun, fog | autumn, forest | A red fox in silver fog. | "
+        "A red fox in silver fog. | 2 | 3f1c0a6e-0000-4000-8000-000000000001"
+    )
+
+
+def test_previous_is_the_step_just_before() -> None:
+    assert run("{{ previous.images | join(',') }}").endswith("0002")
+    assert run("{{ previous }}", steps=EARLIER[:1]) == "A red fox in silver fog."
+
+
+def test_render_strips_the_result_and_keeps_blocks_tidy() -> None:
+    source = "\n  {% for tag in series.tags %}\n#{{ tag }}\n{% endfor %}\n"
+    assert run(source) == "#autumn\n#forest"
+
+
+def test_render_does_not_escape_html() -> None:
+    assert run("{{ base_prompt }}", base="<b>fox</b> & 'hare'") == "<b>fox</b> & 'hare'"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ nope }}", "could not be rendered"),
+        ("{{ steps[7].text }}", "could not be rendered"),
+        ("{{ series.colour }}", "could not be rendered"),
+        ("{{ base_prompt | int / 0 }}", "could not be rendered"),
+        ("{{ base_prompt ", "could not be rendered"),
+    ],
+)
+def test_a_template_that_fails_at_run_says_so(source: str, expected: str) -> None:
+    with pytest.raises(Invalid) as caught:
+        run(source)
+    assert expected in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # Python's internals, however the name is spelled or built.
+        "{{ ''.__class__ }}",
+        "{{ base_prompt | attr('__cla' ~ 'ss__') }}",
+        "{% set n = '_' * 2 ~ 'globals' ~ '_' * 2 %}{{ series[n] }}",
+        "{{ run.__globals__ }}",
+        # Changing what the template was given.
+        "{{ series.tags.append('x') }}",
+        "{{ steps.pop() }}",
+        # Values too large to make.
+        "{{ 'x' * 10 ** 10 }}",
+        "{{ 10 ** 10 * [0] }}",
+        "{{ 9 ** (9 ** 7) }}",
+        "{{ '%0999999999d' % 1 }}",
+        "{{ '%(a)0999999999d' % {'a': 1} }}",
+        "{{ '%.*f' % (999999999, 1) }}",
+    ],
+)
+def test_the_sandbox_refuses_at_run_in_plain_words(source: str) -> None:
+    with pytest.raises(Invalid) as caught:
+        run(source)
+    message = caught.value.message
+    assert "could not be rendered" in message or "may not do" in message
+    assert "Traceback" not in message
+
+
+def test_the_sandbox_leaves_the_context_unchanged() -> None:
+    tags = ["autumn"]
+    series = SeriesContext("T", "", tags)
+    with pytest.raises(Invalid):
+        render("{{ series.tags.append('x') }}", base_prompt="", series=series, steps=[])
+    assert tags == ["autumn"]
+
+
+def test_ordinary_arithmetic_and_formatting_still_work() -> None:
+    assert run("{{ 'ab' * 3 }} {{ 3 * 'ab' }} {{ [1] * 2 }} {{ 2 ** 10 }} {{ 7 % 3 }}") == (
+        "ababab ababab [1, 1] 1024 1"
+    )
+    assert run("{{ '%-6s|%5.2f' % ('fox', 2.5) }}") == "fox   | 2.50"
