@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
 
 import pytest
 
@@ -223,6 +224,24 @@ class Script:
         return self.snapshots[0]
 
 
+class _AlwaysSet(asyncio.Event):
+    """An event that is always set, and counts the waits on it."""
+
+    def __init__(self, waits: list[tuple[uuid.UUID, float]], run_id: uuid.UUID) -> None:
+        super().__init__()
+        self._waits = waits
+        self._run_id = run_id
+        self.set()
+
+    def clear(self) -> None:
+        pass  # stays set: the next wait returns at once
+
+    async def wait(self) -> Literal[True]:
+        self._waits.append((self._run_id, 0.0))
+        await asyncio.sleep(0)
+        return True
+
+
 class InstantNotifier(RunNotifier):
     """Never waits: every read follows the last at once."""
 
@@ -230,9 +249,9 @@ class InstantNotifier(RunNotifier):
         super().__init__()
         self.waits: list[tuple[uuid.UUID, float]] = []
 
-    async def wait(self, run_id: uuid.UUID, seconds: float) -> None:
-        self.waits.append((run_id, seconds))
-        await asyncio.sleep(0)
+    @contextlib.contextmanager
+    def subscribe(self, run_id: uuid.UUID) -> Iterator[asyncio.Event]:
+        yield _AlwaysSet(self.waits, run_id)
 
 
 async def collect(events: AsyncIterator[Event], limit: int = 100) -> list[Event]:
@@ -276,7 +295,7 @@ async def test_follow_starts_with_a_snapshot_and_ends_with_the_run() -> None:
     ]
     assert events[0].data == queued and events[-1].data == done
     assert reader.reads == 7
-    assert notifier.waits == [(RUN_ID, 0.25)] * 6
+    assert notifier.waits == [(RUN_ID, 0.0)] * 6
 
 
 async def test_follow_of_a_finished_run_is_its_final_state() -> None:
@@ -405,3 +424,22 @@ async def test_a_cancelled_wait_leaves_nothing_behind() -> None:
         await asyncio.sleep(0.01)
         notifier.notify(RUN_ID)
         await waiter
+
+
+async def test_a_notify_between_a_read_and_the_wait_is_not_lost() -> None:
+    """A change that lands while the listener is reading wakes its next wait at once."""
+    notifier = RunNotifier()
+    running = run("running", step(0, "llm", status="running", started_at=T))
+    done = run("succeeded", step(0, "llm", status="succeeded", text="t", started_at=T))
+    states = [running, running, done]
+
+    async def read() -> dict[str, Any] | None:
+        state = states.pop(0) if len(states) > 1 else states[0]
+        notifier.notify(RUN_ID)  # the run changes right after this read
+        return state
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    events = await collect(follow(RUN_ID, read, notifier, poll_s=30))
+    assert names(events)[-1] == "run_finished"
+    assert loop.time() - started < 5  # woken by the notifies, not by the 30 s poll

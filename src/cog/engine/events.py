@@ -9,9 +9,10 @@ processes the wait times out and it reads again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,18 +29,29 @@ class RunNotifier:
         for event in self._events.get(run_id, ()):
             event.set()
 
-    async def wait(self, run_id: uuid.UUID, seconds: float) -> None:
+    @contextlib.contextmanager
+    def subscribe(self, run_id: uuid.UUID) -> Iterator[asyncio.Event]:
+        """An event set by every notify of the run while subscribed. Clear it, read, then
+        wait on it: a notify that lands between the read and the wait is not lost."""
         event = asyncio.Event()
         self._events[run_id].add(event)
         try:
-            async with asyncio.timeout(seconds):
-                await event.wait()
-        except TimeoutError:
-            pass
+            yield event
         finally:
             self._events[run_id].discard(event)
             if not self._events[run_id]:
                 del self._events[run_id]
+
+    async def wait(self, run_id: uuid.UUID, seconds: float) -> None:
+        """Wait for the next notify of the run, or `seconds`."""
+        with self.subscribe(run_id) as event:
+            await wait_for(event, seconds)
+
+
+async def wait_for(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 @dataclass(frozen=True)
@@ -94,21 +106,23 @@ async def follow(
 ) -> AsyncIterator[Event]:
     """Events of one run until it ends. The first event is `snapshot` (the whole run as it is
     now), so a listener that joins late, or reconnects, starts from the truth."""
-    current = await read()
-    if current is None:
-        return
-    yield Event("snapshot", current)
-    if RunStatus(current["status"]).is_final:
-        yield Event("run_finished", current)
-        return
-    while True:
-        await notifier.wait(run_id, poll_s)
-        latest = await read()
-        if latest is None:  # the job was deleted under the run
-            yield Event("run_finished", {**current, "status": "cancelled", "error": "deleted"})
+    with notifier.subscribe(run_id) as changed:
+        current = await read()
+        if current is None:
             return
-        for event in diff(current, latest):
-            yield event
-        current = latest
+        yield Event("snapshot", current)
         if RunStatus(current["status"]).is_final:
+            yield Event("run_finished", current)
             return
+        while True:
+            await wait_for(changed, poll_s)
+            changed.clear()
+            latest = await read()
+            if latest is None:  # the job was deleted under the run
+                yield Event("run_finished", {**current, "status": "cancelled", "error": "deleted"})
+                return
+            for event in diff(current, latest):
+                yield event
+            current = latest
+            if RunStatus(current["status"]).is_final:
+                return
