@@ -59,7 +59,7 @@ class ImageInfo:
 @dataclass(frozen=True)
 class VerifiedImage:
     info: ImageInfo
-    thumbnail: bytes
+    thumbnail: bytes | None  # None: not made yet (see `verify_image`)
 
 
 def _looks_like(head: bytes, table: tuple[tuple[int, bytes], ...]) -> bool:
@@ -104,13 +104,17 @@ def _sha256_and_size(fp: IO[bytes]) -> tuple[str, int]:
 
 
 def verify_image(
-    fp: IO[bytes], *, max_bytes: int, max_pixels: int, thumbnail_px: int
+    fp: IO[bytes], *, max_bytes: int, max_pixels: int, thumbnail_px: int | None
 ) -> VerifiedImage:
     """Check that `fp` holds one whole image of an accepted format, within the limits.
 
     Raises `UnsupportedMedia` (not an accepted image), `Invalid` (empty, truncated, corrupt) or
     `TooLarge` (bytes or pixels). On success answers the facts and a WebP thumbnail, made from
     the same decode so a large image is decoded once.
+
+    With `thumbnail_px=None` (images a model made, whose bytes come whole from the provider)
+    the pixels are not decoded: the structure is checked (PNG chunk checksums) and the
+    thumbnail is left to be made when first asked for, off a run's critical path.
     """
     sha256, size = _sha256_and_size(fp)
     if size == 0:
@@ -150,12 +154,20 @@ def verify_image(
                 f"the largest accepted is {_pixels_text(max_pixels)}."
             )
         try:
-            thumbnail = _decode_to_thumbnail(image, thumbnail_px)
+            if thumbnail_px is None:
+                image.verify()  # must come straight after open; it leaves `image` unusable
+                fp.seek(0)
+                with Image.open(fp, formats=[fmt]) as again:
+                    sideways = _turned_sideways(again)
+                thumbnail = None
+            else:
+                sideways = _turned_sideways(image)
+                thumbnail = _decode_to_thumbnail(image, thumbnail_px)
         except CogError:
             raise
         except Exception as exc:  # Pillow's decoders raise many types for damaged data
             raise Invalid(f"The image is damaged or truncated and cannot be read ({exc}).") from exc
-        if _turned_sideways(image):
+        if sideways:
             # Record the size people see (and the thumbnail has), not the stored pixel grid.
             width, height = height, width
     mime, ext = IMAGE_FORMATS[fmt]

@@ -382,3 +382,30 @@ async def test_security_headers_on_every_kind_of_answer(guarded: Clients) -> Non
     ]
     for response in others:
         assert_security_headers(response, page=False)
+
+
+async def test_another_sites_page_cannot_change_anything(client: httpx.AsyncClient) -> None:
+    """Without a token, a page on another site could post to a Cog on loopback (CSRF)."""
+    attempts = [
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+    ]
+    for headers in attempts:
+        response = await client.post("/api/series", json={"title": "Planted"}, headers=headers)
+        assert response.status_code == 403, headers
+        assert "Cross-site" in response.json()["detail"]
+    assert (await client.get("/api/series")).json()["items"] == []
+    # Cog's own pages (same origin) and scripts (no browser headers) are let through.
+    own = await client.post(
+        "/api/series",
+        json={"title": "Mine"},
+        headers={"sec-fetch-site": "same-origin", "origin": "http://testserver"},
+    )
+    assert own.status_code == 201, own.text
+    script = await client.post("/api/series", json={"title": "Scripted"})
+    assert script.status_code == 201
+    # Reading is never refused: a cross-site GET cannot change anything.
+    listing = await client.get("/api/series", headers={"sec-fetch-site": "cross-site"})
+    assert listing.status_code == 200

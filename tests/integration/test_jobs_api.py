@@ -137,6 +137,11 @@ async def test_llm_step_feeds_an_image_step_with_a_reference(
         assert meta["metadata"]["model_text"]  # the model's words beside the picture
         data = (await gemini_client.get(f"/api/images/{image_id}/file")).content
         assert hashlib.sha256(data).hexdigest() == meta["sha256"]
+        # The thumbnail is made on first request, then kept.
+        thumb = await gemini_client.get(f"/api/images/{image_id}/thumbnail")
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
+        again = await gemini_client.get(f"/api/images/{image_id}/thumbnail")
+        assert again.content == thumb.content
         with Image.open(io.BytesIO(data)) as picture:
             assert picture.format == "PNG"
             assert picture.width > picture.height  # 16:9

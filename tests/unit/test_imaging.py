@@ -298,3 +298,19 @@ def test_a_stored_thumbnail_fits_only_the_size_it_was_made_for() -> None:
     assert thumbnail_fits(small, 512, 40, 30)
     assert not thumbnail_fits(b"RIFF\x00\x00\x00\x00WEBPVP8 garbage", 64, 300, 200)
     assert not thumbnail_fits(image_bytes(64, 43), 64, 300, 200)  # a PNG is not a thumbnail
+
+
+def test_an_image_a_model_made_is_checked_without_decoding_and_gets_no_thumbnail_yet() -> None:
+    data = image_bytes(300, 200)
+    verified = verify_image(io.BytesIO(data), max_bytes=10**7, max_pixels=10**7, thumbnail_px=None)
+    assert verified.thumbnail is None
+    assert (verified.info.width, verified.info.height) == (300, 200)
+    assert verified.info.mime_type == "image/png"
+
+
+def test_a_damaged_png_from_a_model_is_refused_by_its_checksums() -> None:
+    data = bytearray(image_bytes(300, 200))
+    idat = data.index(b"IDAT")
+    data[idat + 8] ^= 0xFF  # one flipped byte inside the compressed pixels
+    with pytest.raises(Invalid, match="damaged"):
+        verify_image(io.BytesIO(bytes(data)), max_bytes=10**7, max_pixels=10**7, thumbnail_px=None)

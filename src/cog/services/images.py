@@ -66,14 +66,14 @@ def display_name(filename: str | None, index: int) -> str:
     return clean[:MAX_FILENAME] or f"file {index + 1}"
 
 
-async def _verify(settings: Settings, fp: IO[bytes]) -> VerifiedImage:
+async def _verify(settings: Settings, fp: IO[bytes], *, thumbnail: bool = True) -> VerifiedImage:
     return await anyio.to_thread.run_sync(
         functools.partial(
             verify_image,
             fp,
             max_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_image_pixels,
-            thumbnail_px=settings.thumbnail_px,
+            thumbnail_px=settings.thumbnail_px if thumbnail else None,
         )
     )
 
@@ -159,7 +159,8 @@ async def store_generated(
     and the commit), so several images can be verified and written to the store at once while
     their transactions still happen one after another.
     """
-    verified = await _verify(settings, io.BytesIO(data))
+    # The thumbnail is made on first request: a run should not wait for it.
+    verified = await _verify(settings, io.BytesIO(data), thumbnail=False)
     image = Image(
         id=uuid.uuid4(),
         series_id=series_id,
@@ -186,7 +187,7 @@ async def store_generated(
 async def _persist(
     session: AsyncSession,
     store: ObjectStore,
-    items: list[tuple[Image, bytes | IO[bytes], bytes]],
+    items: list[tuple[Image, bytes | IO[bytes], bytes | None]],
     before_commit: BeforeCommit | None = None,
     commit_lock: AbstractAsyncContextManager[object] | None = None,
 ) -> None:
@@ -201,8 +202,9 @@ async def _persist(
         for image, data, thumb in items:
             await store.put(image.storage_path, data)
             written.append(image.storage_path)
-            await store.put(thumbnail_key(image.id), thumb)
-            written.append(thumbnail_key(image.id))
+            if thumb is not None:
+                await store.put(thumbnail_key(image.id), thumb)
+                written.append(thumbnail_key(image.id))
         async with commit_lock or contextlib.nullcontext():
             session.add_all([image for image, _, _ in items])
             await session.flush()

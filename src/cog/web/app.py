@@ -26,7 +26,7 @@ from cog.web.api import images as images_api
 from cog.web.api import jobs as jobs_api
 from cog.web.api import series as series_api
 from cog.web.pages.errors import error_page, htmx_error_headers
-from cog.web.security import SecurityHeaders, TokenGuard
+from cog.web.security import CrossSiteGuard, SecurityHeaders, TokenGuard
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -96,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(CrossSiteGuard)
     app.add_middleware(TokenGuard, token=settings.token)
     app.add_middleware(SecurityHeaders)
     return app

@@ -100,6 +100,54 @@ class TokenGuard:
         await send({"type": "http.response.body", "body": body})
 
 
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def cross_site(scope: Scope) -> bool:
+    """Whether a browser says this request comes from another site's page.
+
+    Browsers name the origin of a request in `Sec-Fetch-Site` (current ones) or `Origin` (on
+    every POST in older ones). Scripts and the CLI send neither and are not refused: without a
+    cookie to ride on, a cross-site page is the only thing this guards against.
+    """
+    site = _header(scope, b"sec-fetch-site")
+    if site:
+        return site not in ("same-origin", "none")
+    origin = _header(scope, b"origin")
+    if origin:
+        from urllib.parse import urlsplit
+
+        return origin == "null" or urlsplit(origin).netloc != _header(scope, b"host")
+    return False
+
+
+class CrossSiteGuard:
+    """Another site's page must not change anything in a Cog on this machine (CSRF): with no
+    token there is nothing else to stop it, since a form post needs no CORS permission."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in UNSAFE_METHODS and cross_site(scope):
+            body = json.dumps(
+                {"detail": "Cross-site requests are refused; use Cog's own pages or the API."}
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 403,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),

@@ -7,7 +7,6 @@ import json
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
@@ -15,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from cog.errors import Invalid
 from cog.runtime import Runtime
+from cog.web.security import cross_site
 
 TEMPLATES_DIR = Path(__file__).parent.parent / "templates"
 
@@ -136,11 +136,8 @@ async def same_origin(request: Request) -> None:
     Cog never grants.
     """
     headers = request.headers
-    site = headers.get("sec-fetch-site")
-    if site is not None:
-        allowed = site == "same-origin"
-    elif (origin := headers.get("origin")) is not None:
-        allowed = urlsplit(origin).netloc == headers.get("host", "")
+    if "sec-fetch-site" in headers or "origin" in headers:
+        allowed = not cross_site(request.scope)
     else:
         allowed = is_htmx(request)
     if not allowed:
