@@ -248,6 +248,8 @@ class Runner:
         model = spec.model or self.deps.settings.image_model
         lock = asyncio.Lock()
         texts: list[str] = []
+        # The step's images in the order they were committed; only changed under `lock`.
+        recorded = [str(i) for i in made]
 
         async def one(index: int) -> None:
             async with self.deps.image_slots:
@@ -271,6 +273,7 @@ class Runner:
                 result.text,
                 index,
                 lock,
+                recorded,
             )
 
         if missing > 0:
@@ -289,9 +292,7 @@ class Runner:
                 first_error = errors.exceptions[0]
                 assert isinstance(first_error, CogError)
                 raise StepFailed(first_error.message) from first_error
-        async with self.deps.sessions() as session:
-            final = await runs_db.images_of_step(session, row.id)
-        return StepOutput("\n\n".join(texts), [str(i) for i in final])
+        return StepOutput("\n\n".join(texts), list(recorded))
 
     async def _keep_image(
         self,
@@ -304,42 +305,54 @@ class Runner:
         text: str,
         index: int,
         commit_lock: asyncio.Lock,
+        recorded: list[str],
     ) -> None:
         """Store one image and record it on its step in the same transaction.
 
         The images of a step are verified and written to the store concurrently; their
-        transactions take `commit_lock` in turn, so each reads the step's image list after the
-        previous one committed and none is lost.
+        transactions take `commit_lock` in turn. One executor holds a run, so `recorded` (the
+        list as committed so far) is the truth and is written whole, without reading it back.
+        It grows while the lock is held; a transaction that fails takes its id out again (and
+        a resumed step starts from the images table, whatever this list said).
         """
+        mine: list[str] = []
 
         async def record(session: Any, image: Image) -> None:
-            step = await session.get(StepRun, row.id, populate_existing=True)
-            step.image_ids = [*step.image_ids, str(image.id)]
-
-        async with self.deps.sessions() as session:
-            await images_service.store_generated(
-                session,
-                self.deps.store,
-                self.deps.settings,
-                series_id=self.series_id,
-                data=data,
-                prompt=prompt,
-                model=model,
-                provider=provider,
-                metadata={
-                    "model_text": text,
-                    "step_position": row.position,
-                    "index": index,
-                    "aspect_ratio": spec.config.aspect_ratio,
-                    "image_size": spec.config.image_size,
-                    "reference_count": len(spec.config.input_images),
-                },
-                job_id=self.job_id,
-                run_id=self.run_id,
-                step_id=row.id,
-                before_commit=record,
-                commit_lock=commit_lock,
+            mine.append(str(image.id))
+            recorded.append(mine[0])
+            await session.execute(
+                sa.update(StepRun).where(StepRun.id == row.id).values(image_ids=list(recorded))
             )
+
+        try:
+            async with self.deps.sessions() as session:
+                await images_service.store_generated(
+                    session,
+                    self.deps.store,
+                    self.deps.settings,
+                    series_id=self.series_id,
+                    data=data,
+                    prompt=prompt,
+                    model=model,
+                    provider=provider,
+                    metadata={
+                        "model_text": text,
+                        "step_position": row.position,
+                        "index": index,
+                        "aspect_ratio": spec.config.aspect_ratio,
+                        "image_size": spec.config.image_size,
+                        "reference_count": len(spec.config.input_images),
+                    },
+                    job_id=self.job_id,
+                    run_id=self.run_id,
+                    step_id=row.id,
+                    before_commit=record,
+                    commit_lock=commit_lock,
+                )
+        except BaseException:
+            if mine and mine[0] in recorded:
+                recorded.remove(mine[0])
+            raise
         self.deps.notify(self.run_id)
 
 
