@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.db.models import Image
-from cog.db.pages import Page, decode_cursor, encode_cursor
+from cog.db.pages import Page, newest_first
 
 
 async def get(session: AsyncSession, image_id: uuid.UUID) -> Image | None:
@@ -19,18 +18,9 @@ async def get(session: AsyncSession, image_id: uuid.UUID) -> Image | None:
 async def page_in_series(
     session: AsyncSession, series_id: uuid.UUID, *, limit: int, cursor: str | None
 ) -> Page[Image]:
-    """Newest first. The keyset (created_at, id) walks an index, so every page costs the same."""
+    """The series' images, newest first."""
     query = sa.select(Image).where(Image.series_id == series_id)
-    if cursor:
-        before_at, before_id = decode_cursor(cursor, dt.datetime, uuid.UUID)
-        query = query.where(sa.tuple_(Image.created_at, Image.id) < sa.tuple_(before_at, before_id))
-    query = query.order_by(Image.created_at.desc(), Image.id.desc()).limit(limit + 1)
-    rows = list((await session.execute(query)).scalars())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
-    return Page(rows, next_cursor)
+    return await newest_first(session, query, Image, limit=limit, cursor=cursor)
 
 
 async def neighbours(

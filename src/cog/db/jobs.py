@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.db.models import Job, JobRun, JobStep
-from cog.db.pages import Page, decode_cursor, encode_cursor
+from cog.db.pages import Page, newest_first
 
 
 async def get(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
@@ -49,18 +49,7 @@ async def page_in_series(
     session: AsyncSession, series_id: uuid.UUID, *, limit: int, cursor: str | None
 ) -> Page[Job]:
     query = sa.select(Job).where(Job.series_id == series_id)
-    if cursor:
-        import datetime as dt
-
-        before_at, before_id = decode_cursor(cursor, dt.datetime, uuid.UUID)
-        query = query.where(sa.tuple_(Job.created_at, Job.id) < sa.tuple_(before_at, before_id))
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    rows = list((await session.execute(query)).scalars())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
-    return Page(rows, next_cursor)
+    return await newest_first(session, query, Job, limit=limit, cursor=cursor)
 
 
 async def last_runs(session: AsyncSession, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, JobRun]:

@@ -9,6 +9,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from cog.errors import Invalid
 
 T = TypeVar("T")
@@ -60,3 +63,23 @@ def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise Invalid(f"`limit` must be between 1 and {MAX_LIMIT}.")
     return limit
+
+
+async def newest_first(
+    session: AsyncSession, query: sa.Select[Any], model: Any, *, limit: int, cursor: str | None
+) -> Page[Any]:
+    """A page of `query`'s rows, newest first, by the keyset (created_at, id).
+
+    `model` has `created_at` and `id` columns with an index ending in them, so every page
+    costs the same, the first and the ten-thousandth.
+    """
+    if cursor:
+        before_at, before_id = decode_cursor(cursor, dt.datetime, uuid.UUID)
+        query = query.where(sa.tuple_(model.created_at, model.id) < sa.tuple_(before_at, before_id))
+    query = query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
+    rows = list((await session.execute(query)).scalars())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
+    return Page(rows, next_cursor)

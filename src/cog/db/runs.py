@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.db.base import utcnow
 from cog.db.models import Image, Job, JobRun, StepRun
-from cog.db.pages import Page, decode_cursor, encode_cursor
+from cog.db.pages import Page, newest_first
 from cog.domain import RunStatus, StepStatus
 
 
@@ -82,18 +82,7 @@ async def page_of_job(
     session: AsyncSession, job_id: uuid.UUID, *, limit: int, cursor: str | None
 ) -> Page[JobRun]:
     query = sa.select(JobRun).where(JobRun.job_id == job_id)
-    if cursor:
-        before_at, before_id = decode_cursor(cursor, dt.datetime, uuid.UUID)
-        query = query.where(
-            sa.tuple_(JobRun.created_at, JobRun.id) < sa.tuple_(before_at, before_id)
-        )
-    query = query.order_by(JobRun.created_at.desc(), JobRun.id.desc()).limit(limit + 1)
-    rows = list((await session.execute(query)).scalars())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
-    return Page(rows, next_cursor)
+    return await newest_first(session, query, JobRun, limit=limit, cursor=cursor)
 
 
 async def claim(session: AsyncSession, run_id: uuid.UUID, worker: str) -> bool:

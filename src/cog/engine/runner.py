@@ -160,9 +160,9 @@ class Runner:
                 output = await self._llm(spec, row, prompt, inputs, tally)
             else:
                 output = await self._images(spec, row, prompt, inputs, tally)
-        except CogError as exc:
-            attempts = list(exc.extra.get("attempts", ())) if isinstance(exc, ProviderError) else []
-            tally.add(attempts)
+        except (CogError, StepFailed) as exc:
+            if isinstance(exc, ProviderError):
+                tally.add(list(exc.extra.get("attempts", ())))
             await self._update_step(
                 row.id,
                 status=StepStatus.failed,
@@ -173,18 +173,9 @@ class Runner:
                 attempt_log=tally.log(),
                 usage=dataclasses.asdict(tally.usage),
             )
+            if isinstance(exc, StepFailed):
+                raise
             raise StepFailed(exc.message) from exc
-        except StepFailed as exc:
-            await self._update_step(
-                row.id,
-                status=StepStatus.failed,
-                error=exc.message,
-                started_at=started,
-                finished_at=utcnow(),
-                attempts=len(tally.attempts),
-                attempt_log=tally.log(),
-            )
-            raise
         await self._update_step(
             row.id,
             status=StepStatus.succeeded,

@@ -52,6 +52,25 @@ def _is_page(path: str) -> bool:
     return not (path in ("/api", "/openapi.json") or path.startswith("/api/"))
 
 
+async def send_error(
+    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer `{"detail": ...}` from middleware, before any route runs."""
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class TokenGuard:
     """With a token configured, every route but the login page needs it."""
 
@@ -83,21 +102,12 @@ class TokenGuard:
             await send({"type": "http.response.start", "status": 303, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
-        body = json.dumps(
-            {"detail": "This Cog needs a token: send `Authorization: Bearer <COG_API_TOKEN>`."}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Bearer realm="cog"'),
-                ],
-            }
+        await send_error(
+            send,
+            401,
+            "This Cog needs a token: send `Authorization: Bearer <COG_API_TOKEN>`.",
+            [(b"www-authenticate", b'Bearer realm="cog"')],
         )
-        await send({"type": "http.response.body", "body": body})
 
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -130,20 +140,9 @@ class CrossSiteGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in UNSAFE_METHODS and cross_site(scope):
-            body = json.dumps(
-                {"detail": "Cross-site requests are refused; use Cog's own pages or the API."}
-            ).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 403,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
+            await send_error(
+                send, 403, "Cross-site requests are refused; use Cog's own pages or the API."
             )
-            await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
 
