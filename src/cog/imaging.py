@@ -78,7 +78,7 @@ def _trim(value: float) -> str:
     return f"{value:.1f}".removesuffix(".0")
 
 
-def _bytes_text(size: int) -> str:
+def bytes_text(size: int) -> str:
     """A size the way the limits are documented: binary units, so 50 MB is 50 * 1024 * 1024."""
     if size < 1024:
         return f"{size} bytes"
@@ -120,7 +120,7 @@ def verify_image(
     if size == 0:
         raise Invalid("The file is empty.")
     if size > max_bytes:
-        have, limit = _bytes_text(size), _bytes_text(max_bytes)
+        have, limit = bytes_text(size), bytes_text(max_bytes)
         if have == limit:  # just over the limit: rounding would hide the difference
             have, limit = f"{size:,} bytes", f"{max_bytes:,} bytes"
         raise TooLarge(f"The file is {have}; the largest accepted is {limit}.")

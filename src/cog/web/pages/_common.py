@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from cog.errors import Invalid
+from cog.imaging import bytes_text as filesize
 from cog.runtime import Runtime
 from cog.web.security import cross_site
 
@@ -39,17 +40,6 @@ def _page_globals(request: Request) -> dict[str, Any]:
         "image_model": state.settings.image_model,
         "notice": NOTICES.get(request.query_params.get("notice", "")),
     }
-
-
-def filesize(size: int) -> str:
-    if size < 1024:
-        return f"{size} bytes"
-    value = size / 1024
-    for unit in ("KB", "MB"):
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
 
 
 def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
