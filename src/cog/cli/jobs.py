@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +20,7 @@ import yaml
 from rich.live import Live
 from rich.table import Table
 
-from cog.cli.common import Context, err, out, parse_id, print_json, run
+from cog.cli.common import Context, err, escape, fail, out, parse_id, print_json, run
 from cog.db import runs as runs_db
 from cog.domain import RunStatus
 from cog.engine.executor import EmbeddedExecutor, worker_name
@@ -65,16 +69,16 @@ async def _job_dict(ctx: Context, job_id: uuid.UUID) -> dict[str, Any]:
 
 
 def _print_job(job: dict[str, Any]) -> None:
-    out.print(f"[bold]{job['title']}[/bold]  {job['id']}  ({job['status']})")
-    out.print(f"[dim]base prompt:[/dim] {job['base_prompt']}")
+    out.print(f"[bold]{escape(job['title'])}[/bold]  {job['id']}  ({job['status']})")
+    out.print(f"[dim]base prompt:[/dim] {escape(job['base_prompt'])}")
     table = Table("#", "kind", "prompt", "model", "config")
     for s in job["steps"]:
         table.add_row(
             str(s["position"]),
             s["kind"],
-            s["prompt"],
-            s["model"] or "default",
-            json.dumps(s["config"]) if s["config"] else "",
+            escape(s["prompt"]),
+            escape(s["model"] or "default"),
+            escape(json.dumps(s["config"])) if s["config"] else "",
         )
     out.print(
         table if job["steps"] else "[dim]No steps yet: `cog jobs draft` or `cog jobs edit`.[/dim]"
@@ -83,7 +87,7 @@ def _print_job(job: dict[str, Any]) -> None:
         style = STATUS_STYLE.get(r["status"], "")
         out.print(
             f"run {r['id']}  [{style}]{r['status']}[/{style}]  {r['created_at'][:19]}"
-            + (f"  {r['error']}" if r["error"] else "")
+            + (f"  {escape(r['error'])}" if r["error"] else "")
         )
 
 
@@ -101,7 +105,7 @@ def jobs_create(
         return await _job_dict(ctx, job.id)
 
     job = run(work)
-    out.print(f"Created job [bold]{job['title']}[/bold] {job['id']}")
+    out.print(f"Created job [bold]{escape(job['title'])}[/bold] {job['id']}")
     out.print(
         "Next: `cog jobs draft JOB` to let the model write the steps, or `cog jobs edit JOB`."
     )
@@ -113,8 +117,13 @@ def jobs_list(series_id: str, as_json: Annotated[bool, typer.Option("--json")] =
     sid = parse_id(series_id, "series")
 
     async def work(ctx: Context) -> list[dict[str, Any]]:
-        page = await jobs_service.listing(ctx.session, sid, limit=500)
-        return [await _job_dict(ctx, j.id) for j in page.items]
+        jobs: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = await jobs_service.listing(ctx.session, sid, limit=500, cursor=cursor)
+            jobs += [await _job_dict(ctx, j.id) for j in page.items]
+            if not (cursor := page.next_cursor):
+                return jobs
 
     jobs = run(work)
     if as_json:
@@ -123,7 +132,7 @@ def jobs_list(series_id: str, as_json: Annotated[bool, typer.Option("--json")] =
     table = Table("id", "title", "steps", "last run")
     for j in jobs:
         last = j["runs"][0]["status"] if j["runs"] else ""
-        table.add_row(j["id"], j["title"], str(len(j["steps"])), last)
+        table.add_row(j["id"], escape(j["title"]), str(len(j["steps"])), last)
     out.print(table if jobs else "No jobs.")
 
 
@@ -155,14 +164,37 @@ def jobs_draft(job_id: str) -> None:
     _print_job(run(work))
 
 
+class _StepsDumper(yaml.SafeDumper):
+    """Writes a prompt of several lines as a literal block, the way a person would type it."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # PyYAML falls back to a quoted style where a block cannot hold the text exactly.
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_StepsDumper.add_representer(str, _represent_str)
+
+
 def _edit_text(text: str, suffix: str) -> str:
+    """Open `text` in the person's editor; answers what they saved. An editor that cannot start
+    or that fails (`:cq` in vim) ends the command with a message: nothing is saved."""
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     with tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False, encoding="utf-8") as fp:
         fp.write(text)
         path = Path(fp.name)
     try:
-        subprocess.run([*shlex.split(editor), str(path)], check=True)
-        return path.read_text(encoding="utf-8")
+        try:
+            done = subprocess.run([*shlex.split(editor), str(path)], check=False)
+        except (OSError, ValueError) as exc:
+            fail(f"Cannot start the editor {editor!r} ({exc}); set $EDITOR. Nothing was saved.")
+        if done.returncode != 0:
+            fail(f"The editor {editor!r} exited with status {done.returncode}; nothing was saved.")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            fail("The edited file is not UTF-8 text; nothing was saved.")
     finally:
         path.unlink(missing_ok=True)
 
@@ -184,7 +216,8 @@ def jobs_edit(
     job_id: str,
     fmt: Annotated[str, typer.Option("--format", help="yaml or json")] = "yaml",
 ) -> None:
-    """Edit the steps in $EDITOR. Refused edits show why and can be edited again."""
+    """Edit the steps in $EDITOR. A refused edit shows why and, at a terminal, can be edited
+    again; without one (a script, CI) the command exits 1 and the steps stay as they were."""
     jid = parse_id(job_id, "job")
     if fmt not in ("yaml", "json"):
         err.print("[red]error:[/red] --format is yaml or json.")
@@ -206,13 +239,20 @@ def jobs_edit(
         "input_images).\n"
     )
     text = (
-        header + yaml.safe_dump({"steps": steps}, sort_keys=False, allow_unicode=True, width=100)
+        header
+        + yaml.dump(
+            {"steps": steps}, Dumper=_StepsDumper, sort_keys=False, allow_unicode=True, width=100
+        )
         if fmt == "yaml"
         else json.dumps({"steps": steps}, indent=2, ensure_ascii=False)
     )
+    original = text
+    # Asking "Edit again?" needs a person at a terminal: with stdin a pipe or /dev/null the
+    # question would hang, or take a script's input for the answer.
+    interactive = sys.stdin is not None and sys.stdin.isatty()
     while True:
         edited = _edit_text(text, f".{fmt}")
-        if edited == text:
+        if edited == original:
             out.print("No changes.")
             return
 
@@ -222,8 +262,11 @@ def jobs_edit(
 
         try:
             job = run(save)
-        except typer.Exit:
-            if not typer.confirm("Edit again?", default=True):
+        except typer.Exit:  # `run` has said why
+            if not interactive:
+                err.print("Nothing was saved; the steps are as they were.")
+                raise
+            if not typer.confirm("Edit again?", default=True, err=True):
                 raise
             text = edited
             continue
@@ -245,8 +288,22 @@ def _progress_table(view: dict[str, Any]) -> Table:
         wanted = s["config"].get("count", 1) if s["kind"] == "image" else 0
         images = f"{len(s['image_ids'])}/{wanted}" if wanted else ""
         output = s["error"] or (s["text"] or "").replace("\n", " ")
-        table.add_row(str(s["position"]), s["kind"], f"[{st}]{s['status']}[/{st}]", images, output)
+        table.add_row(
+            str(s["position"]), s["kind"], f"[{st}]{s['status']}[/{st}]", images, escape(output)
+        )
     return table
+
+
+@contextlib.contextmanager
+def _live_progress() -> Iterator[Live]:
+    """A live display on stderr. Off a terminal Rich prints only its last frame, and without a
+    line end: one is added so what follows starts on a line of its own."""
+    try:
+        with Live(console=err, refresh_per_second=8) as live:
+            yield live
+    finally:
+        if not err.is_terminal:
+            err.line()
 
 
 @jobs_app.command("run")
@@ -271,19 +328,31 @@ def jobs_run(
             name=worker_name("cli"),
         )
         if not await runs_db.claim(ctx.session, started.id, executor.name):
+            err.print(f"Another Cog process took run {started.id}; it runs there.")
             return await runs_service.view(ctx.session, started.id)
-        import asyncio
 
         task = asyncio.create_task(executor.run_claimed(started.id))
-        with Live(console=err, refresh_per_second=8) as live:
-            while True:
-                async with runtime.sessions() as session:
-                    view = await runs_service.view(session, started.id)
-                live.update(_progress_table(view))
-                if task.done():
-                    break
-                await runtime.notifier.wait(started.id, 0.5)
-        await task
+        try:
+            with _live_progress() as live:
+                while True:
+                    # Read after looking, so the last frame shows the run as it ended.
+                    ended = task.done()
+                    async with runtime.sessions() as session:
+                        view = await runs_service.view(session, started.id)
+                    live.update(_progress_table(view))
+                    if ended:
+                        break
+                    await runtime.notifier.wait(started.id, 0.5)
+            await task
+        except BaseException:
+            # Ctrl-C (or a failure here): the run stops, rather than going back to the queue
+            # for whichever `cog serve` starts next. What finished is kept.
+            if not task.done():
+                executor.cancel_local(started.id)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                err.print(f"Cancelled run {started.id}; the steps that finished are kept.")
+            raise
         async with runtime.sessions() as session:
             return await runs_service.view(session, started.id)
 
@@ -295,7 +364,7 @@ def jobs_run(
     style = STATUS_STYLE.get(view["status"], "")
     out.print(f"Run {view['id']} [{style}]{view['status']}[/{style}]: {made} image(s) made.")
     if view["error"]:
-        err.print(view["error"])
+        err.print(escape(view["error"]))
     if view["status"] != RunStatus.succeeded:
         raise typer.Exit(1)
 
@@ -326,7 +395,7 @@ def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
     else:
         out.print(_progress_table(view))
         if view["error"]:
-            out.print(view["error"])
+            out.print(escape(view["error"]))
 
 
 @runs_app.command("cancel")

@@ -1,0 +1,569 @@
+"""`cog jobs ...` and `cog runs ...` as a person runs them: real `python -m cog` subprocesses.
+
+The preview provider (no API key) makes the images unless a test points Cog at the fake Gemini
+server, which runs in this process on loopback: real HTTP, so a subprocess can call it. Data a
+test only needs to exist is made in-process through the services; what a test is about runs as
+a command. Each command costs a few seconds of start-up, so independent ones run side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cog.config import Settings
+from cog.db import runs as runs_db
+from cog.db.migrate import ensure_schema
+from cog.engine.executor import EmbeddedExecutor
+from cog.runtime import Runtime
+from cog.services import images as images_service
+from cog.services import jobs as jobs_service
+from cog.services import runs as runs_service
+from cog.services import series as series_service
+from cog.testing.gemini_server import GeminiTestServer
+from tests.conftest import make_settings, pg_url
+from tests.e2e.test_cli import COMMAND, MISSING, Cli, Result, stored_files
+
+pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+# Text that reads as Rich markup; Cog must print it as it is, never style it or choke on it.
+MARKUP = "[/x] [bold]"
+TWO_STEPS: list[dict[str, Any]] = [
+    {"kind": "llm", "prompt": "Describe {{ base_prompt }} in one line."},
+    {"kind": "image", "prompt": "{{ steps[0].text }}", "config": {"count": 2}},
+]
+
+
+class Call(NamedTuple):
+    """One command of `JobsCli.each`: its arguments, settings of its own, and its stdin."""
+
+    args: tuple[str, ...]
+    env: dict[str, str]
+    stdin: int = subprocess.DEVNULL
+
+
+@dataclass
+class JobsCli(Cli):
+    """`Cli` whose commands read stdin from /dev/null unless told otherwise: never from the
+    terminal pytest may run in, where a command that asked a question would wait for an answer."""
+
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL
+    ) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*COMMAND, *args],
+            env={**self.env, **(env or {})},
+            cwd=self.tmp_path,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def each(self, *calls: Call, timeout: float = 60) -> list[Result]:
+        """Like `many`, each command with settings and a stdin of its own."""
+        procs = [(c.args, self.start(*c.args, env=c.env, stdin=c.stdin)) for c in calls]
+        results = []
+        try:
+            for args, proc in procs:
+                stdout, stderr = proc.communicate(timeout=timeout)
+                results.append(Result(args, proc.returncode, stdout, stderr))
+        finally:
+            for _, proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        for result in results:
+            assert "Traceback" not in result.stderr, result
+        return results
+
+
+@pytest.fixture(scope="module")
+def pycache() -> str:
+    """Where subprocesses keep compiled modules, so each after the first starts in a second or
+    two even where PYTHONDONTWRITEBYTECODE is set (CI names its own folder)."""
+    return os.environ.get("PYTHONPYCACHEPREFIX") or str(
+        Path(tempfile.gettempdir()) / f"cog-test-pycache-{os.getuid()}"
+    )
+
+
+@pytest.fixture
+def cli(tmp_path: Path, pycache: str) -> JobsCli:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COG_", "GEMINI_", "GOOGLE_", "PYTHONDONTWRITEBYTECODE"))
+        and k not in ("VISUAL", "EDITOR")
+    }
+    env.update(
+        COG_DATA_DIR=str(tmp_path / "data"),
+        NO_COLOR="1",
+        COLUMNS="200",
+        PYTHONPYCACHEPREFIX=pycache,
+    )
+    return JobsCli(tmp_path, env)
+
+
+def gemini_env(server: GeminiTestServer) -> dict[str, str]:
+    return {
+        "COG_PROVIDER": "gemini",
+        "COG_GEMINI_BASE_URL": server.base_url,
+        "GOOGLE_API_KEY": "test",
+        "COG_PROVIDER_RETRY_INITIAL_S": "0.01",
+    }
+
+
+# --- data made in-process -----------------------------------------------------------------------
+
+
+def seed(settings: Settings, work: Callable[[Runtime, AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` on a runtime (preview providers unless `settings` say otherwise)."""
+
+    async def main() -> T:
+        runtime = Runtime.build(settings)
+        try:
+            await ensure_schema(runtime.engine, auto_upgrade=True)
+            async with runtime.sessions() as session:
+                return await work(runtime, session)
+        finally:
+            await runtime.stop()
+
+    return asyncio.run(main())
+
+
+async def add_job(
+    session: AsyncSession,
+    series_id: uuid.UUID,
+    steps: list[dict[str, Any]] = TWO_STEPS,
+    base_prompt: str = "a lighthouse at dusk",
+) -> str:
+    job = await jobs_service.create(session, series_id, title="", base_prompt=base_prompt)
+    await jobs_service.replace_steps(session, job.id, steps)
+    return str(job.id)
+
+
+async def run_here(runtime: Runtime, job_id: str) -> dict[str, Any]:
+    """Run a job to its end in this process, as `cog jobs run --wait` does."""
+    async with runtime.sessions() as session:
+        started = await runs_service.start(session, uuid.UUID(job_id))
+        executor = EmbeddedExecutor(runtime.runner_deps(), name="test")
+        assert await runs_db.claim(session, started.id, executor.name)
+    await executor.run_claimed(started.id)
+    async with runtime.sessions() as session:
+        return await runs_service.view(session, started.id)
+
+
+async def job_runs(session: AsyncSession, job_id: str) -> list[dict[str, Any]]:
+    return (await runs_service.history(session, uuid.UUID(job_id))).items
+
+
+async def saved_steps(session: AsyncSession, job_id: str) -> list[dict[str, Any]]:
+    rows = await jobs_service.steps(session, uuid.UUID(job_id))
+    return [{"kind": r.kind, "prompt": r.prompt, "config": r.config} for r in rows]
+
+
+def flat(text: str) -> str:
+    """Text with Rich's padding and line wrapping undone."""
+    return " ".join(text.split())
+
+
+def run_line(result: Result) -> tuple[str, str, int]:
+    """The run id, status and image count from `jobs run --wait`'s last word."""
+    found = re.search(rf"Run ({UUID}) (\w+): (\d+) image\(s\) made\.", result.said)
+    assert found, result
+    return found[1], found[2], int(found[3])
+
+
+# --- the whole story, with the preview provider --------------------------------------------------
+
+
+def test_create_draft_run_show_and_list_with_the_preview_provider(cli: JobsCli) -> None:
+    made = cli("series", "create", "Harbours")
+    assert made.code == 0, made
+    series_id = made.stdout.split()[-1]
+
+    created = cli(
+        "jobs", "create", series_id, "--prompt", f"a boat {MARKUP} at dawn", "--title",
+        f"Boats {MARKUP}",
+    )  # fmt: skip
+    assert created.code == 0, created
+    found = re.search(rf"Created job Boats \[/x\] \[bold\] ({UUID})", created.said)
+    assert found, created  # the title as it was typed, then the id
+    job_id = found[1]
+
+    drafted = cli("jobs", "draft", job_id)
+    assert drafted.code == 0, drafted
+    assert f"base prompt: a boat {MARKUP} at dawn" in drafted.said
+    assert "image" in drafted.stdout and "llm" in drafted.stdout  # the steps' table
+
+    shown, ran = cli.many(("jobs", "show", job_id, "--json"), ("jobs", "run", job_id, "--wait"))
+    assert shown.code == 0, shown
+    job = shown.json()
+    assert (job["id"], job["series_id"], job["status"]) == (job_id, series_id, "ready")
+    assert job["title"] == f"Boats {MARKUP}"
+    assert len(job["steps"]) >= 2
+    assert [s["position"] for s in job["steps"]] == list(range(len(job["steps"])))
+    assert "image" in {s["kind"] for s in job["steps"]}
+    wanted = sum(s["config"]["count"] for s in job["steps"] if s["kind"] == "image")
+
+    assert ran.code == 0, ran
+    run_id, status, images = run_line(ran)
+    assert (status, images) == ("succeeded", wanted)
+    # The live display went to stderr and shows where the run ended, step by step.
+    progress = flat(ran.stderr)
+    assert f"run {run_id[:8]} succeeded" in progress
+    assert progress.count("succeeded") == 1 + len(job["steps"])
+    assert f"{wanted}/{wanted}" in progress
+    assert "boat [/x] [bold] at dawn" in progress  # a step's text, as it is
+
+    listed, run_json, run_table, jobs = cli.many(
+        ("images", "list", series_id, "--json"),
+        ("runs", "show", run_id, "--json"),
+        ("runs", "show", run_id),
+        ("jobs", "list", series_id),
+    )
+    assert all(r.code == 0 for r in (listed, run_json, run_table, jobs))
+    stored = listed.json()
+    assert len(stored) == wanted
+    for image in stored:
+        assert (image["source"], image["provider"]) == ("generated", "preview")
+        assert (image["job_id"], image["run_id"]) == (job_id, run_id)
+        assert image["mime_type"] == "image/png" and image["prompt"]
+    run = run_json.json()
+    assert (run["id"], run["job_id"], run["status"], run["error"]) == (
+        run_id, job_id, "succeeded", None,
+    )  # fmt: skip
+    assert [s["status"] for s in run["steps"]] == ["succeeded"] * len(job["steps"])
+    made_ids = [i for s in run["steps"] for i in s["image_ids"]]
+    assert sorted(made_ids) == sorted(i["id"] for i in stored)
+    assert flat(run_table.stdout).startswith(f"run {run_id[:8]} succeeded")
+    assert "boat [/x] [bold] at dawn" in run_table.stdout
+    assert job_id in jobs.stdout and f"Boats {MARKUP}" in jobs.stdout
+    assert "succeeded" in jobs.stdout  # its last run
+
+
+@pytest.mark.postgres
+def test_run_wait_on_postgres(cli: JobsCli, pg_database: str) -> None:
+    url = pg_url(pg_database)
+    settings = make_settings(cli.tmp_path, database_url=url, provider="preview")
+
+    async def work(_runtime: Runtime, session: AsyncSession) -> tuple[str, str]:
+        series = await series_service.create(session, title="On Postgres")
+        return str(series.id), await add_job(session, series.id)
+
+    series_id, job_id = seed(settings, work)
+    ran = cli("jobs", "run", job_id, "--wait", env={"COG_DATABASE_URL": url})
+    assert ran.code == 0, ran
+    run_id, status, images = run_line(ran)
+    assert (status, images) == ("succeeded", 2)
+    assert f"run {run_id[:8]} succeeded" in flat(ran.stderr)
+
+    async def check(_runtime: Runtime, session: AsyncSession) -> None:
+        (run,) = await job_runs(session, job_id)
+        assert run["id"] == run_id
+        assert [s["status"] for s in run["steps"]] == ["succeeded", "succeeded"]
+        page = await images_service.listing(session, uuid.UUID(series_id), limit=10)
+        assert sorted(str(i.id) for i in page.items) == sorted(run["steps"][1]["image_ids"])
+        assert {i.provider for i in page.items} == {"preview"}
+
+    seed(settings, check)
+    assert not (cli.data_dir / "cog.db").exists()  # all of it went to PostgreSQL
+
+
+# --- Gemini, through the fake server ------------------------------------------------------------
+
+
+def test_a_safety_block_fails_the_run_and_says_why(cli: JobsCli, gemini: GeminiTestServer) -> None:
+    settings = cli.settings()
+
+    async def work(_runtime: Runtime, session: AsyncSession) -> tuple[str, str]:
+        series = await series_service.create(session, title="Blocked")
+        one_image = [TWO_STEPS[0], {**TWO_STEPS[1], "config": {}}]  # one image call, blocked
+        return str(series.id), await add_job(session, series.id, one_image)
+
+    series_id, job_id = seed(settings, work)
+    gemini.block_next("IMAGE_SAFETY", where="finish", kind="image")
+
+    ran = cli("jobs", "run", job_id, "--wait", env=gemini_env(gemini))
+    assert ran.code == 1, ran
+    run_id, status, images = run_line(ran)
+    assert (status, images) == ("failed", 0)
+    assert "refused the prompt for safety reasons (IMAGE_SAFETY)" in ran.said
+    assert f"run {run_id[:8]} failed" in flat(ran.stderr)
+
+    # The text step ran at the server and kept its output; the image step failed at once.
+    assert [r.model for r in gemini.requests] == ["gemini-3.5-flash", "gemini-3-pro-image"]
+
+    async def check(_runtime: Runtime, session: AsyncSession) -> None:
+        (run,) = await job_runs(session, job_id)
+        assert run["status"] == "failed"
+        llm, image = run["steps"]
+        assert llm["status"] == "succeeded" and llm["text"]
+        assert image["status"] == "failed" and "IMAGE_SAFETY" in image["error"]
+        assert image["attempts"] == 1  # a refusal is not retried
+        page = await images_service.listing(session, uuid.UUID(series_id), limit=10)
+        assert page.items == []
+
+    seed(settings, check)
+
+
+@contextlib.contextmanager
+def sigint_delivered() -> Iterator[None]:
+    """Children started here act on SIGINT even when this process ignores it (a shell starts
+    background jobs so, and an ignored signal stays ignored across exec)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_cancels_the_run_it_waits_for(cli: JobsCli, gemini: GeminiTestServer) -> None:
+    settings = cli.settings()
+
+    async def work(_runtime: Runtime, session: AsyncSession) -> str:
+        series = await series_service.create(session, title="Slow")
+        return await add_job(session, series.id, [{"kind": "image", "prompt": "{{ base_prompt }}"}])
+
+    job_id = seed(settings, work)
+    gemini.latency_s = 10.0  # the image call is in flight when Ctrl-C comes
+    with sigint_delivered():
+        proc = cli.start("jobs", "run", job_id, "--wait", env=gemini_env(gemini))
+    try:
+        deadline = time.monotonic() + 30
+        while not gemini.requests:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "Traceback" not in stderr, stderr
+    assert re.search(rf"Cancelled run {UUID}; the steps that finished are kept\.", stderr)
+
+    async def check(_runtime: Runtime, session: AsyncSession) -> None:
+        # Stopped here and then: not handed back to the queue for some later `cog serve`.
+        (run,) = await job_runs(session, job_id)
+        assert run["status"] == "cancelled", run
+        assert run["steps"][0]["status"] == "cancelled"
+
+    seed(settings, check)
+
+
+# --- cog jobs edit ------------------------------------------------------------------------------
+
+EDITOR = '''\
+"""A scripted editor: keeps a copy of what it is given, then writes the next of CALLS in
+its place (None: leaves the file as it is; a str: written as it is)."""
+import json, shutil, sys
+from pathlib import Path
+
+import yaml
+
+path, me = Path(sys.argv[-1]), Path(__file__)
+counter = me.with_suffix(".calls")
+n = int(counter.read_text()) if counter.exists() else 0
+counter.write_text(str(n + 1))
+shutil.copy(path, me.with_suffix(f".seen{n}{path.suffix}"))
+steps = CALLS[n]
+if isinstance(steps, str):
+    path.write_text(steps)
+elif steps is not None and path.suffix == ".json":
+    path.write_text(json.dumps({"steps": steps}))
+elif steps is not None:
+    path.write_text(yaml.safe_dump({"steps": steps}))
+'''
+EDITED: list[dict[str, Any]] = [
+    {"kind": "image", "prompt": "A woodcut of {{ base_prompt }}", "config": {"count": 3}},
+]
+AS_JSON: list[dict[str, Any]] = [
+    {"kind": "llm", "prompt": "Name {{ base_prompt }}."},
+    {"kind": "image", "prompt": "{{ previous.text }}", "config": {"aspect_ratio": "16:9"}},
+]
+UNKNOWN_KEY: list[dict[str, Any]] = [
+    {"kind": "image", "prompt": "{{ base_prompt }}", "config": {"colour": "red"}},
+]
+
+
+def editor(tmp_path: Path, name: str, *calls: list[dict[str, Any]] | str | None) -> dict[str, str]:
+    """$EDITOR for a script whose n-th opening writes `calls[n]`."""
+    script = tmp_path / f"editor_{name}.py"  # named so it shadows no module on sys.path
+    script.write_text(EDITOR.replace("CALLS", repr(list(calls))))
+    return {"EDITOR": f"{sys.executable} {script}"}
+
+
+def seen(tmp_path: Path, name: str, n: int, suffix: str = ".yaml") -> str:
+    """What the editor `name` was given on its n-th opening."""
+    return (tmp_path / f"editor_{name}.seen{n}{suffix}").read_text()
+
+
+def test_edit_in_yaml_and_json_and_refused_edits_change_nothing(cli: JobsCli) -> None:
+    settings = cli.settings()
+
+    async def work(_runtime: Runtime, session: AsyncSession) -> list[str]:
+        series = await series_service.create(session, title="Edits")
+        steps = [{"kind": "llm", "prompt": "Line one\nLine two: {{ base_prompt }}"}, TWO_STEPS[1]]
+        return [await add_job(session, series.id, steps) for _ in range(7)]
+
+    yaml_job, json_job, refused_job, bad_yaml_job, same_job, failed_job, again_job = seed(
+        settings, work
+    )
+    before = seed(settings, lambda _r, session: saved_steps(session, refused_job))
+    tmp = cli.tmp_path
+    # stdin is a pipe nobody writes to: a command that asked "Edit again?" would hang on it.
+    # One command has a terminal instead, where a person answers "yes" and edits again.
+    read_end, write_end = os.pipe()
+    terminal, person = pty.openpty()
+    os.write(terminal, b"y\n")
+    try:
+        in_yaml, in_json, refused, bad_yaml, same, failed, again = cli.each(
+            Call(("jobs", "edit", yaml_job), editor(tmp, "yaml", EDITED), read_end),
+            Call(
+                ("jobs", "edit", json_job, "--format", "json"),
+                editor(tmp, "json", AS_JSON),
+                read_end,
+            ),
+            Call(("jobs", "edit", refused_job), editor(tmp, "refused", UNKNOWN_KEY), read_end),
+            Call(("jobs", "edit", bad_yaml_job), editor(tmp, "bad", "steps: [oops"), read_end),
+            Call(("jobs", "edit", same_job), editor(tmp, "same", None), read_end),
+            Call(
+                ("jobs", "edit", failed_job),
+                {"EDITOR": f"{sys.executable} -c 'raise SystemExit(3)'"},
+                read_end,
+            ),
+            Call(("jobs", "edit", again_job), editor(tmp, "again", UNKNOWN_KEY, EDITED), person),
+            timeout=40,
+        )
+    finally:
+        for fd in (read_end, write_end, terminal, person):
+            os.close(fd)
+
+    assert in_yaml.code == 0, in_yaml
+    assert "Saved." in in_yaml.stdout and "A woodcut of {{ base_prompt }}" in in_yaml.stdout
+    # The editor was given YAML: a comment naming the fields, prompts of several lines as
+    # blocks, every key of the config.
+    given = seen(tmp, "yaml", 0)
+    assert given.startswith("# Steps of the job")
+    assert "  prompt: |-\n    Line one\n    Line two: {{ base_prompt }}\n" in given
+    assert "aspect_ratio: null" in given
+    assert in_json.code == 0, in_json
+    assert json.loads(seen(tmp, "json", 0, ".json"))["steps"][1]["config"]["count"] == 2
+
+    assert refused.code == 1, refused
+    assert "error: The steps were not saved: step 0: unknown key `config.colour`." in refused.said
+    assert "Nothing was saved; the steps are as they were." in refused.said
+    assert "Edit again?" not in refused.said
+    assert bad_yaml.code == 1, bad_yaml
+    assert "error: The file is not valid YAML" in bad_yaml.said
+    assert same.code == 0 and "No changes." in same.stdout, same
+    assert failed.code == 1, failed
+    assert "exited with status 3; nothing was saved." in failed.said
+    # At a terminal: refused, asked, edited again from the refused text, saved.
+    assert again.code == 0, again
+    assert "unknown key `config.colour`" in again.said and "Edit again?" in again.stderr
+    assert "colour: red" in seen(tmp, "again", 1)
+    assert "Saved." in again.stdout
+
+    shown_yaml, shown_json = cli.many(
+        ("jobs", "show", yaml_job, "--json"), ("jobs", "show", json_job, "--json")
+    )
+    assert shown_yaml.code == shown_json.code == 0, (shown_yaml, shown_json)
+    assert [(s["kind"], s["prompt"], s["config"]["count"]) for s in shown_yaml.json()["steps"]] == [
+        ("image", "A woodcut of {{ base_prompt }}", 3)
+    ]
+    assert [
+        (s["kind"], s["prompt"], s["config"]["aspect_ratio"]) for s in shown_json.json()["steps"]
+    ] == [("llm", "Name {{ base_prompt }}.", None), ("image", "{{ previous.text }}", "16:9")]
+
+    async def check(_runtime: Runtime, session: AsyncSession) -> None:
+        for job_id in (refused_job, bad_yaml_job, same_job, failed_job):
+            assert await saved_steps(session, job_id) == before
+        assert [s["prompt"] for s in await saved_steps(session, again_job)] == [
+            "A woodcut of {{ base_prompt }}"
+        ]
+
+    seed(settings, check)
+
+
+# --- rm, cancel, and ids that are wrong ---------------------------------------------------------
+
+
+def test_rm_keeps_the_images_cancel_refuses_a_finished_run_and_bad_ids(cli: JobsCli) -> None:
+    settings = make_settings(cli.tmp_path, provider="preview")
+
+    async def work(runtime: Runtime, session: AsyncSession) -> tuple[str, str, str, dict[str, Any]]:
+        series = await series_service.create(session, title="Keep")
+        kept, removed = await add_job(session, series.id), await add_job(session, series.id)
+        finished = await run_here(runtime, kept)
+        await run_here(runtime, removed)
+        return str(series.id), kept, removed, finished
+
+    series_id, kept_job, removed_job, finished = seed(settings, work)
+    files_before = stored_files(cli.storage_dir)
+    assert len([k for k in files_before if k.startswith("images/")]) == 4
+    opened = cli.tmp_path / "opened"
+    never = {"EDITOR": f"{sys.executable} -c 'open({str(opened)!r}, \"w\")'"}
+
+    cancel, rm, *unknown, bad_job, bad_run = cli.each(
+        Call(("runs", "cancel", finished["id"]), {}),
+        Call(("jobs", "rm", removed_job), {}),
+        Call(("jobs", "edit", MISSING), never),
+        Call(("jobs", "run", MISSING, "--wait"), {}),
+        Call(("runs", "cancel", MISSING), {}),
+        Call(("jobs", "create", MISSING, "--prompt", "x"), {}),
+        Call(("jobs", "show", "nope"), {}),
+        Call(("runs", "cancel", "[/x]"), {}),
+    )
+    assert cancel.code == 1, cancel
+    assert (
+        "error: The run has already ended (succeeded); there is nothing to cancel." in cancel.said
+    )
+    assert rm.code == 0, rm
+    assert f"Deleted job {removed_job}; its images stay in the series." in rm.said
+
+    for result, what in zip(unknown, ("job", "job", "run", "series"), strict=True):
+        assert result.code == 1, result
+        assert f"error: There is no {what} {MISSING}." in result.said, result
+    assert not opened.exists()  # no editor for a job that is not there
+    assert bad_job.code == 2 and "'nope' is not a job id." in bad_job.said, bad_job
+    assert bad_run.code == 2 and "'[/x]' is not a run id." in bad_run.said, bad_run
+
+    async def check(_runtime: Runtime, session: AsyncSession) -> None:
+        page = await images_service.listing(session, uuid.UUID(series_id), limit=10)
+        assert len(page.items) == 4  # two of each run; the deleted job's stay
+        by_job: dict[str | None, int] = {}
+        for image in page.items:
+            key = str(image.job_id) if image.job_id else None
+            by_job[key] = by_job.get(key, 0) + 1
+            assert image.prompt and image.provider == "preview"
+        assert by_job == {kept_job: 2, None: 2}
+        assert [r["status"] for r in await job_runs(session, kept_job)] == ["succeeded"]
+        jobs = await jobs_service.listing(session, uuid.UUID(series_id))
+        assert [str(j.id) for j in jobs.items] == [kept_job]
+
+    seed(settings, check)
+    assert stored_files(cli.storage_dir).keys() >= {
+        k for k in files_before if k.startswith("images/")
+    }
