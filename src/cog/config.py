@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         3, description="Times a run is started (first try and resumes) before it is failed."
     )
 
+    worker_shutdown_grace_s: Annotated[float, Field(ge=0)] = Field(
+        5.0,
+        description="Seconds `cog worker` lets its runs go on after SIGTERM, then hands them back.",
+    )
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:
@@ -102,6 +107,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def uses_queue(self) -> bool:
+        return self.executor is ExecutorKind.queue
 
     @property
     def token(self) -> str | None:

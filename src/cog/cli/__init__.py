@@ -8,9 +8,11 @@ from cog.cli.images import images_app
 from cog.cli.jobs import jobs_app, runs_app
 from cog.cli.series import series_app
 from cog.cli.serve import db_app, serve
+from cog.cli.worker import worker
 
 app = typer.Typer(help="Cog: make and organize AI-generated image series.", no_args_is_help=True)
 app.command()(serve)
+app.command()(worker)
 app.add_typer(db_app, name="db")
 app.add_typer(series_app, name="series")
 app.add_typer(images_app, name="images")

@@ -318,7 +318,9 @@ def jobs_run(
     jid = parse_id(job_id, "job")
 
     async def work(ctx: Context) -> dict[str, Any]:
-        started = await runs_service.start(ctx.session, jid)
+        started = await runs_service.start(
+            ctx.session, jid, enqueue=ctx.settings.uses_queue and not wait
+        )
         if not wait:
             return await runs_service.view(ctx.session, started.id)
         runtime = ctx.runtime

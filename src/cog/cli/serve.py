@@ -11,8 +11,9 @@ import typer
 from cog.cli.common import err, escape, fail, out
 from cog.config import Settings, is_loopback, load_settings
 from cog.db import migrate
+from cog.db import queue as queue_db
 from cog.db.session import make_engine
-from cog.errors import CogError
+from cog.errors import CogError, SchemaOutOfDate
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -34,6 +35,7 @@ def serve(
     if port is not None:
         overrides["port"] = port
     settings = load_settings(**overrides)
+    refuse_queue_on_sqlite(settings)
     if not is_loopback(settings.host) and settings.token is None:
         fail(
             f"refusing to listen on {settings.host} without a token: "
@@ -55,11 +57,24 @@ def serve(
         raise typer.Exit(1)
 
 
+def refuse_queue_on_sqlite(settings: Settings) -> None:
+    if settings.uses_queue and settings.is_sqlite:
+        fail(
+            "COG_EXECUTOR=queue needs PostgreSQL (the queue lives in it): set COG_DATABASE_URL "
+            "to a postgresql+asyncpg:// URL, or use COG_EXECUTOR=embedded with SQLite.",
+            2,
+        )
+
+
 async def _prepare_database(settings: Settings) -> None:
     """Migrate the embedded database; refuse a shared one whose schema is behind."""
     engine = make_engine(settings.database_url)
     try:
         await migrate.ensure_schema(engine, auto_upgrade=settings.is_sqlite)
+        if settings.uses_queue and not await queue_db.has_schema(engine):
+            raise SchemaOutOfDate(
+                "The database has no queue yet (COG_EXECUTOR=queue): run `cog db upgrade`."
+            )
     finally:
         await engine.dispose()
 
@@ -69,23 +84,32 @@ def db_upgrade() -> None:
     """Bring the database schema up to date."""
     settings = load_settings()
 
-    async def main() -> tuple[str | None, str | None]:
+    async def main() -> tuple[str | None, str | None, bool]:
         engine = make_engine(settings.database_url)
         try:
             before = await migrate.current_revision(engine)
             await migrate.upgrade(engine)
-            return before, await migrate.current_revision(engine)
+            # PostgreSQL also gets the queue `cog worker` takes runs from (procrastinate's).
+            queued = not settings.is_sqlite and await queue_db.install_schema(engine)
+            return before, await migrate.current_revision(engine), queued
         finally:
             await engine.dispose()
 
-    before, after = asyncio.run(main())
+    before, after, queued = asyncio.run(main())
     if before == after:
         out.print(f"The schema is up to date (revision {after}).")
     else:
         out.print(f"Upgraded the schema from {before or 'empty'} to {after}.")
+    if queued:
+        out.print("Installed the run queue (procrastinate's tables) for `cog worker`.")
 
 
 @db_app.command("sql")
-def db_sql() -> None:
-    """Print the whole schema as SQL for PostgreSQL (what schema.sql holds)."""
-    sys.stdout.write(migrate.offline_sql())
+def db_sql(
+    queue: Annotated[
+        bool, typer.Option("--queue", help="Print the run queue's schema (procrastinate's).")
+    ] = False,
+) -> None:
+    """Print the whole schema as SQL for PostgreSQL (what schema.sql holds); with --queue, the
+    schema of the queue `cog worker` needs (COG_EXECUTOR=queue), to apply after it."""
+    sys.stdout.write(queue_db.schema_sql() if queue else migrate.offline_sql())

@@ -1,7 +1,10 @@
-"""The embedded executor: runs execute as tasks inside the process that serves Cog.
+"""Executing claimed runs, and the embedded executor that finds them itself.
 
-It claims queued runs from the database (so several processes could share one database without
-running a run twice), renews a heartbeat while it works, and notices cancels made anywhere.
+`RunExecutor` executes runs its process has claimed: it renews each run's heartbeat while it
+works, notices cancels made anywhere, and hands a run back to the queue when it is stopped.
+`EmbeddedExecutor` adds the loop that claims queued runs from the database inside the process
+that serves Cog; `cog worker` (`cog.engine.worker`) gets its runs from the queue instead. Claims
+are guarded in the database, so several processes can share one without running a run twice.
 """
 
 from __future__ import annotations
@@ -25,46 +28,32 @@ def worker_name(kind: str) -> str:
     return f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class EmbeddedExecutor:
+class RunExecutor:
+    """Executes runs claimed under `name`, each with its heartbeat and cancel handling."""
+
     def __init__(
         self,
         deps: RunnerDeps,
         *,
-        max_runs: int = 4,
-        poll_s: float = 1.0,
         stale_after_s: float = 30.0,
-        max_attempts: int = 3,
         name: str | None = None,
     ) -> None:
         self.deps = deps
-        self.max_runs = max_runs
-        self.poll_s = poll_s
         self.stale_after_s = stale_after_s
-        self.max_attempts = max_attempts
         self.name = name or worker_name("embedded")
         self._tasks: dict[uuid.UUID, asyncio.Task[RunStatus | None]] = {}
         self._cancel_requested: set[uuid.UUID] = set()
-        self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
 
-    # --- life cycle ---------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._loop(), name="cog-executor")
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
 
     async def stop(self) -> None:
-        """Stop taking work; runs in flight go back to the queue and resume on the next start."""
-        if self._loop_task:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        """Stop every run in flight; each goes back to the queue and resumes later."""
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def cancel_local(self, run_id: uuid.UUID) -> bool:
         """Stop a run this process is executing; answers whether it was here."""
@@ -75,46 +64,6 @@ class EmbeddedExecutor:
         task.cancel()
         return True
 
-    # --- work ---------------------------------------------------------------------------------
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await recover_stale_runs(
-                    self.deps.sessions,
-                    stale_after_s=self.stale_after_s,
-                    max_attempts=self.max_attempts,
-                )
-                await self._fill()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the database may be away for a moment; try again next tick
-                log.exception("executor tick failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_s):
-                    await self._wake.wait()
-            self._wake.clear()
-
-    async def _fill(self) -> None:
-        free = self.max_runs - len(self._tasks)
-        if free <= 0:
-            return
-        async with self.deps.sessions() as session:
-            candidates = await runs_db.queued(session, free)
-            for run_id in candidates:
-                if await runs_db.claim(session, run_id, self.name):
-                    self._spawn(run_id)
-
-    def _spawn(self, run_id: uuid.UUID) -> None:
-        task = asyncio.create_task(self._execute(run_id), name=f"cog-run-{run_id}")
-        self._tasks[run_id] = task
-        task.add_done_callback(lambda _t: self._done(run_id))
-
-    def _done(self, run_id: uuid.UUID) -> None:
-        self._tasks.pop(run_id, None)
-        self._cancel_requested.discard(run_id)
-        self._wake.set()
-
     async def run_claimed(self, run_id: uuid.UUID) -> RunStatus | None:
         """Execute a run this executor has claimed, in the caller's task."""
         task = asyncio.current_task()
@@ -124,6 +73,7 @@ class EmbeddedExecutor:
             return await self._execute(run_id)
         finally:
             self._tasks.pop(run_id, None)
+            self._cancel_requested.discard(run_id)
 
     async def _execute(self, run_id: uuid.UUID) -> RunStatus | None:
         me = asyncio.current_task()
@@ -178,3 +128,80 @@ class EmbeddedExecutor:
                 log.warning("run %s was taken from this executor; stopping it here", run_id)
                 task.cancel()
                 return
+
+
+class EmbeddedExecutor(RunExecutor):
+    """Claims queued runs from the database and executes them as tasks of this process."""
+
+    def __init__(
+        self,
+        deps: RunnerDeps,
+        *,
+        max_runs: int = 4,
+        poll_s: float = 1.0,
+        stale_after_s: float = 30.0,
+        max_attempts: int = 3,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(deps, stale_after_s=stale_after_s, name=name)
+        self.max_runs = max_runs
+        self.poll_s = poll_s
+        self.max_attempts = max_attempts
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name="cog-executor")
+
+    async def stop(self) -> None:
+        """Stop taking work; runs in flight go back to the queue and resume on the next start."""
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await super().stop()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- work ---------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await recover_stale_runs(
+                    self.deps.sessions,
+                    stale_after_s=self.stale_after_s,
+                    max_attempts=self.max_attempts,
+                )
+                await self._fill()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be away for a moment; try again next tick
+                log.exception("executor tick failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _fill(self) -> None:
+        free = self.max_runs - len(self._tasks)
+        if free <= 0:
+            return
+        async with self.deps.sessions() as session:
+            candidates = await runs_db.queued(session, free)
+            for run_id in candidates:
+                if await runs_db.claim(session, run_id, self.name):
+                    self._spawn(run_id)
+
+    def _spawn(self, run_id: uuid.UUID) -> None:
+        task = asyncio.create_task(self._execute(run_id), name=f"cog-run-{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _t: self._done(run_id))
+
+    def _done(self, run_id: uuid.UUID) -> None:
+        self._tasks.pop(run_id, None)
+        self._cancel_requested.discard(run_id)
+        self._wake.set()

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cog.db import queue as queue_db
 from cog.db import runs as runs_db
 from cog.db.models import JobRun, StepRun
 from cog.db.pages import Page, check_limit
@@ -22,8 +23,10 @@ async def require(session: AsyncSession, run_id: uuid.UUID) -> JobRun:
     return found
 
 
-async def start(session: AsyncSession, job_id: uuid.UUID) -> JobRun:
-    """Queue a run of the job's current steps (snapshotted: later edits do not touch it)."""
+async def start(session: AsyncSession, job_id: uuid.UUID, *, enqueue: bool = False) -> JobRun:
+    """Queue a run of the job's current steps (snapshotted: later edits do not touch it).
+
+    With `enqueue` (the queue executor), its job for `cog worker` is committed with it."""
     job = await jobs_service.require(session, job_id)
     rows = await jobs_service.steps(session, job_id)
     if not rows:
@@ -38,6 +41,8 @@ async def start(session: AsyncSession, job_id: uuid.UUID) -> JobRun:
             problems=problems,
         ) from exc
     run = await runs_db.create(session, job, jobs_service.dump_steps(specs))
+    if enqueue:
+        await queue_db.enqueue(session, run.id)
     await session.commit()
     return run
 

@@ -262,7 +262,7 @@ async def job_run(
     if not await _save(session, job, editor):
         return await render_editor(request, session, job, editor, status_code=422)
     try:
-        started = await runs_service.start(session, job.id)
+        started = await runs_service.start(session, job.id, enqueue=state.settings.uses_queue)
     except Invalid as exc:
         editor.problems = sort_problems(exc.extra.get("problems") or [exc.message])
         editor.status = "invalid"

@@ -1,0 +1,96 @@
+"""The run queue in procrastinate's tables: enqueue a run, find queued runs nobody will take,
+and install procrastinate's schema.
+
+Cog's own run rows are the truth (status, claim, heartbeat); a procrastinate job only carries a
+run id to a worker. A job is inserted with procrastinate's own SQL function, through Cog's
+session, so a run and its job are committed in one transaction: either both exist or neither.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from cog.db.models import JobRun
+from cog.domain import RunStatus
+
+QUEUE = "cog"
+RUN_TASK = "cog.run"
+QUEUE_TABLES = (
+    "procrastinate_jobs",
+    "procrastinate_events",
+    "procrastinate_periodic_defers",
+    "procrastinate_workers",
+)
+
+# procrastinate_defer_jobs_v1 is the versioned function procrastinate's own `defer` calls.
+_DEFER = sa.text(
+    "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, NULL, NULL, "
+    "CAST(:args AS jsonb), NULL)::procrastinate_job_to_defer_v1])"
+)
+
+
+async def enqueue(session: AsyncSession, run_id: uuid.UUID) -> None:
+    """Queue a job for the run in the session's transaction; the caller commits."""
+    await session.execute(
+        _DEFER, {"queue": QUEUE, "task": RUN_TASK, "args": json.dumps({"run_id": str(run_id)})}
+    )
+
+
+async def orphans(
+    session: AsyncSession, *, alive_within_s: float, limit: int = 100
+) -> list[uuid.UUID]:
+    """Queued runs that no job will bring to a worker: none waiting, none held by a live worker.
+
+    A run handed back (a worker stopped, or died and its run went stale) is one of them."""
+    rows = await session.execute(
+        sa.text(
+            """
+            SELECT r.id FROM cog_job_runs r
+            WHERE r.status = :queued AND NOT EXISTS (
+                SELECT 1 FROM procrastinate_jobs j
+                LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
+                WHERE j.task_name = :task AND j.args ->> 'run_id' = r.id::text
+                  AND (j.status = 'todo' OR (j.status = 'doing' AND w.last_heartbeat
+                       > now() - make_interval(secs => :alive)))
+            )
+            ORDER BY r.created_at LIMIT :limit
+            """
+        ).columns(sa.column("id", JobRun.id.type)),
+        {
+            "queued": RunStatus.queued.value,
+            "task": RUN_TASK,
+            "alive": alive_within_s,
+            "limit": limit,
+        },
+    )
+    return list(rows.scalars())
+
+
+async def has_schema(engine: AsyncEngine) -> bool:
+    async with engine.connect() as conn:
+        found = await conn.scalar(sa.text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL"))
+    return bool(found)
+
+
+def schema_sql() -> str:
+    """procrastinate's schema, with row level security on its tables (as on Cog's): on Supabase
+    the project's public API keys reach none of them."""
+    from procrastinate.schema import SchemaManager
+
+    rls = "".join(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n" for t in QUEUE_TABLES)
+    return f"{SchemaManager.get_schema()}\n{rls}"
+
+
+async def install_schema(engine: AsyncEngine) -> bool:
+    """Install procrastinate's schema unless it is there; answers whether it installed it."""
+    if await has_schema(engine):
+        return False
+    async with engine.begin() as conn:
+        raw = await conn.get_raw_connection()
+        # A script of many statements: asyncpg runs it with the simple query protocol.
+        await raw.driver_connection.execute(schema_sql())  # type: ignore[union-attr]
+    return True
