@@ -42,3 +42,41 @@ async def test_postgres_on_an_old_schema_refuses_to_start(
         assert await current_revision(engine) == head_revision()
     finally:
         await engine.dispose()
+
+
+def test_two_processes_migrating_a_fresh_sqlite_database_take_turns(tmp_path: Path) -> None:
+    """Two CLI commands started at once on a new data dir both migrate it; neither fails."""
+    import asyncio
+    import threading
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cog.db'}"
+    errors: list[BaseException] = []
+
+    async def migrate_once() -> None:
+        engine = make_engine(url)
+        try:
+            await ensure_schema(engine, auto_upgrade=True)
+        finally:
+            await engine.dispose()
+
+    def worker() -> None:
+        try:
+            asyncio.run(migrate_once())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+
+    async def revision() -> str | None:
+        engine = make_engine(url)
+        try:
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(revision()) == head_revision()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -44,14 +48,42 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return await conn.run_sync(_current)
 
 
+# Any fixed number: the key of the PostgreSQL advisory lock that serializes migrations.
+MIGRATION_LOCK_KEY = 0x0C06_0001
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Migrate; two processes doing it at once (two CLI commands on a fresh data dir, two
+    `cog db upgrade`) take turns, and the second finds nothing left to do."""
+
     def run(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
         cfg = alembic_config()
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 
-    async with engine.begin() as conn:
-        await conn.run_sync(run)
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    lock_path = Path(f"{database}.migrate-lock") if database and database != ":memory:" else None
+    with _file_lock(lock_path):
+        async with engine.begin() as conn:
+            await conn.run_sync(run)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive lock on a file beside the SQLite database (SQLite's DDL is not guarded
+    against two migrators otherwise). Blocking is fine: migrating takes a moment, once."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 async def ensure_schema(engine: AsyncEngine, *, auto_upgrade: bool) -> None:
