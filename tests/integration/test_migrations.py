@@ -65,7 +65,7 @@ def test_two_processes_migrating_a_fresh_sqlite_database_take_turns(tmp_path: Pa
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
+    threads = [threading.Thread(target=worker) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
