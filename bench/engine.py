@@ -49,13 +49,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from rich.console import Console
 from rich.table import Table
@@ -66,6 +63,7 @@ from cog.db.session import make_engine
 from cog.imaging import verify_image
 from cog.providers.gemini import GeminiProvider
 from cog.providers.retry import RetryPolicy
+from cog.testing.databases import throwaway_postgres
 from cog.testing.gemini_server import GeminiTestServer
 from cog.web.app import create_app
 
@@ -284,25 +282,6 @@ def verify_ms(settings: Settings, data: bytes, repeats: int = 30) -> float:
 # --- one database --------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def throwaway_postgres(host: str, port: int, user: str) -> AsyncIterator[str]:
-    name = f"cog_bench_engine_{os.getpid()}"
-
-    async def admin(statement: str) -> None:
-        conn = await asyncpg.connect(host=host, port=port, user=user, database="postgres")
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    await admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await admin(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql+asyncpg://{user}@{host}:{port}/{name}"
-    finally:
-        await admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 async def bench_database(
     label: str, database_url: str, data_dir: Path, server: FakeGemini, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -492,7 +471,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args,
             )
             if args.postgres:
-                async with throwaway_postgres(args.pg_host, args.pg_port, args.pg_user) as url:
+                async with throwaway_postgres(
+                    args.pg_host, args.pg_port, args.pg_user, "cog_bench_engine"
+                ) as url:
                     results["postgres"] = await bench_database(
                         "postgres", url, root / "postgres", server, args
                     )

@@ -28,12 +28,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import sqlalchemy as sa
 from PIL import Image as PILImage
@@ -48,6 +47,7 @@ from cog.db.models import Image, Series
 from cog.db.session import make_engine, make_sessionmaker
 from cog.storage import ObjectStore, make_store
 from cog.storage.keys import image_key
+from cog.testing.databases import throwaway_postgres
 from cog.web.app import create_app
 
 console = Console(stderr=False, highlight=False)
@@ -256,25 +256,6 @@ async def upload_all(client: httpx.AsyncClient, files: list[bytes], batch: int) 
 # --- one database -------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def throwaway_postgres(host: str, port: int, user: str) -> AsyncIterator[str]:
-    name = f"cog_bench_{os.getpid()}"
-
-    async def admin(statement: str) -> None:
-        conn = await asyncpg.connect(host=host, port=port, user=user, database="postgres")
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    await admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await admin(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql+asyncpg://{user}@{host}:{port}/{name}"
-    finally:
-        await admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 async def bench_database(
     label: str, database_url: str, data_dir: Path, args: argparse.Namespace, files: list[bytes]
 ) -> dict[str, Any]:
@@ -380,7 +361,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             files,
         )
         if not args.no_postgres:
-            async with throwaway_postgres(args.pg_host, args.pg_port, args.pg_user) as url:
+            async with throwaway_postgres(
+                args.pg_host, args.pg_port, args.pg_user, "cog_bench"
+            ) as url:
                 results["postgres"] = await bench_database(
                     "postgres", url, root / "postgres", args, files
                 )

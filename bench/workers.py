@@ -24,12 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from rich.console import Console
 
@@ -37,6 +34,7 @@ from cog.config import Settings
 from cog.db import migrate
 from cog.db import queue as queue_db
 from cog.db.session import make_engine
+from cog.testing.databases import throwaway_postgres
 from cog.web.app import create_app
 
 console = Console(stderr=True)
@@ -61,25 +59,6 @@ def clean_env() -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("COG_", "GEMINI_", "GOOGLE_", "PYTHONDONTWRITEBYTECODE"))
     }
-
-
-@asynccontextmanager
-async def throwaway_postgres(host: str, port: int, user: str) -> AsyncIterator[str]:
-    name = f"cog_bench_workers_{os.getpid()}"
-
-    async def admin(statement: str) -> None:
-        conn = await asyncpg.connect(host=host, port=port, user=user, database="postgres")
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    await admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await admin(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql+asyncpg://{user}@{host}:{port}/{name}"
-    finally:
-        await admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def start_gemini(latency_ms: int, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -131,7 +110,9 @@ def stop_workers(started: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
 async def one_count(
     args: argparse.Namespace, n: int, gemini_url: str, folder: Path
 ) -> dict[str, Any]:
-    async with throwaway_postgres(args.pg_host, args.pg_port, args.pg_user) as url:
+    async with throwaway_postgres(
+        args.pg_host, args.pg_port, args.pg_user, "cog_bench_workers"
+    ) as url:
         engine = make_engine(url)
         await migrate.upgrade(engine)
         await queue_db.install_schema(engine)
