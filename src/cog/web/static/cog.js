@@ -116,6 +116,8 @@
       const cancel = form && $("[data-cancel]", form);
       if (cancel) {
         event.preventDefault();
+        // The form may have been swapped in a moment ago: make sure htmx has wired its button.
+        if (window.htmx) window.htmx.process(cancel);
         cancel.click();
       }
       return;
