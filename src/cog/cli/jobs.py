@@ -226,10 +226,7 @@ def jobs_edit(
     async def load(ctx: Context) -> list[dict[str, Any]]:
         await jobs_service.require(ctx.session, jid)
         steps = await jobs_service.steps(ctx.session, jid)
-        return [
-            {"kind": s.kind, "prompt": s.prompt, "model": s.model, "config": s.config}
-            for s in steps
-        ]
+        return [jobs_service.step_dict(s) for s in steps]
 
     steps = run(load)
     header = (

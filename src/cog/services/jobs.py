@@ -114,7 +114,7 @@ async def update_step(session: AsyncSession, job_id: uuid.UUID, position: int, r
     """Change one step; the whole list is checked again (later steps may depend on it)."""
     await require(session, job_id)
     current = dump_steps(
-        [StepSpec.model_validate(_row_spec(s)) for s in await steps(session, job_id)]
+        [StepSpec.model_validate(step_dict(s)) for s in await steps(session, job_id)]
     )
     if not 0 <= position < len(current):
         raise NotFound(f"Job {job_id} has no step {position}.")
@@ -126,7 +126,8 @@ async def update_step(session: AsyncSession, job_id: uuid.UUID, position: int, r
     return await replace_steps(session, job_id, current)
 
 
-def _row_spec(row: JobStep) -> dict[str, Any]:
+def step_dict(row: JobStep) -> dict[str, Any]:
+    """A saved step as a person writes it (`{"kind", "prompt", "model", "config"}`)."""
     return {"kind": row.kind, "prompt": row.prompt, "model": row.model, "config": row.config}
 
 

@@ -31,7 +31,7 @@ async def start(session: AsyncSession, job_id: uuid.UUID, *, enqueue: bool = Fal
     rows = await jobs_service.steps(session, job_id)
     if not rows:
         raise Invalid("The job has no steps yet; draft or write them first.")
-    raw = [{"kind": r.kind, "prompt": r.prompt, "model": r.model, "config": r.config} for r in rows]
+    raw = [jobs_service.step_dict(r) for r in rows]
     try:  # images it refers to may have been deleted or moved since the steps were saved
         specs = await jobs_service.check_steps(session, job, raw)
     except Invalid as exc:
