@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from cog.db.models import JobRun
 from cog.db.session import make_engine
+from cog.testing.tcp_proxy import TcpProxy
 from tests.conftest import free_port, pg_url
 from tests.e2e.test_recovery import (
     STALE_AFTER_S,
@@ -48,6 +49,9 @@ __all__ = ["base_env", "gemini_url"]  # fixtures, used by name
 # A killed worker's run goes stale after STALE_AFTER_S, is found on the next upkeep tick (1 s)
 # and taken by the next job fetch; a few calls of LATENCY_MS then finish it.
 RESUME_WITHIN_S = 15
+# How long the database is away in the outage test: longer than STALE_AFTER_S, so the run's
+# heartbeat lapses too.
+OUTAGE_S = 4.0
 
 
 class Worker(Proc):
@@ -254,13 +258,16 @@ def test_sigterm_hands_the_run_back_and_the_next_worker_resumes_it(
 
 
 def test_a_cancel_reaches_the_worker(serve: Server, workers: Callable[..., Worker]) -> None:
-    workers()
+    """The worker renews its claim only every 15 s here; the cancel still reaches it in about a
+    second, long before the run (nine steps of 400 ms calls) would end."""
+    workers(COG_RUN_STALE_AFTER_S="60")
     with serve.client() as http:
-        _series_id, run_id = start_run(http, three_image_steps())
+        _series_id, run_id = start_run(http, three_image_steps() * 3)
         wait_until(http, run_id, lambda r: r["status"] == "running", seconds=15)
         ok(http.post(f"/api/runs/{run_id}/cancel"))
-        run = wait_for_end(http, run_id, seconds=10)
+        run = wait_for_end(http, run_id, seconds=4)
         assert run["status"] == "cancelled", run
+        assert [s["status"] for s in run["steps"]].count("succeeded") < 9, run
 
 
 def test_serve_and_worker_refuse_the_queue_on_sqlite(
@@ -278,3 +285,52 @@ def test_serve_and_worker_refuse_the_queue_on_sqlite(
         )
         assert done.returncode == 2, done.stderr
         assert "PostgreSQL" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_worker_carries_on_after_the_database_went_away_for_a_few_seconds(
+    serve: Server, workers: Callable[..., Worker], database_url: str
+) -> None:
+    """The worker reaches PostgreSQL through a proxy that the test takes away for 4 s in the
+    middle of a run, as when the database's machine restarts. `cog serve` keeps its own
+    connection, so the run is watched throughout. The worker process is never restarted."""
+    target = sa.make_url(database_url)
+    with TcpProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
+        through_proxy = target.set(port=proxy.port).render_as_string(hide_password=False)
+        worker = workers(COG_DATABASE_URL=through_proxy)
+        with serve.client() as http:
+            series_id, run_id = start_run(http, three_image_steps())
+            before = wait_until(
+                http,
+                run_id,
+                lambda r: (
+                    r["steps"][0]["status"] == "succeeded" and r["steps"][1]["status"] == "running"
+                ),
+                seconds=15,
+            )
+            proxy.cut()
+            time.sleep(OUTAGE_S)
+            assert worker.proc.poll() is None, worker.output()
+            proxy.restore()
+
+            run = wait_for_end(http, run_id, seconds=RESUME_WITHIN_S + 10)
+            assert run["status"] == "succeeded", run
+            assert [s["status"] for s in run["steps"]] == ["succeeded"] * 3
+            # The step that had finished before the outage was kept, not made again.
+            assert run["steps"][0]["image_ids"] == before["steps"][0]["image_ids"]
+            assert run["steps"][0]["finished_at"] == before["steps"][0]["finished_at"]
+            assert_each_image_once(http, database_url, series_id, run, count=2)
+            assert len(series_images(http, series_id)) == 6
+
+            # And it goes on taking new runs, in the same process.
+            series_id, later = start_run(http, three_image_steps(count=1))
+            run = wait_for_end(http, later, seconds=20)
+            assert run["status"] == "succeeded", run
+            assert len(series_images(http, series_id)) == 3
+        assert worker.proc.poll() is None, worker.output()
+        _stop(worker)  # while the database is there, so it stops at once
+    assert later in worker.claimed(), worker.output()
+    assert proxy.connections > 2  # it reconnected after the outage
+    # The lost database is not taken for a fault of the run. (procrastinate itself may log
+    # that it could not record the end of its job while the database was away.)
+    assert "lost the database" in worker.output(), worker.output()
+    assert "crashed" not in worker.output(), worker.output()

@@ -113,14 +113,18 @@ async def queued(session: AsyncSession, limit: int) -> list[uuid.UUID]:
     return list(rows.scalars())
 
 
-async def heartbeat(session: AsyncSession, run_id: uuid.UUID, worker: str) -> tuple[bool, bool]:
-    """Refresh the claim. Answers (still ours, cancel requested)."""
-    await session.execute(
-        sa.update(JobRun)
-        .where(JobRun.id == run_id, JobRun.claimed_by == worker)
-        .values(heartbeat_at=utcnow())
-    )
-    await session.commit()
+async def heartbeat(
+    session: AsyncSession, run_id: uuid.UUID, worker: str, *, renew: bool = True
+) -> tuple[bool, bool]:
+    """Refresh the claim (unless `renew` is false: only look). Answers (still ours, cancel
+    requested)."""
+    if renew:
+        await session.execute(
+            sa.update(JobRun)
+            .where(JobRun.id == run_id, JobRun.claimed_by == worker)
+            .values(heartbeat_at=utcnow())
+        )
+        await session.commit()
     row = (
         await session.execute(
             sa.select(JobRun.claimed_by, JobRun.status, JobRun.cancel_requested).where(

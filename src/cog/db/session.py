@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
@@ -32,6 +34,38 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+# What a driver raises when the server is gone, restarting or refusing connections.
+_GONE: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03, starting up
+    asyncpg.exceptions.AdminShutdownError,  # 57P01, shutting down
+)
+
+
+def unreachable(exc: BaseException) -> BaseException | None:
+    """The error that says the database could not be reached (refused, reset, restarting), if
+    that is what `exc` says, rather than that a statement was wrong: work that meets one is
+    retried later, not failed. Concurrent work fails as a group; one such error in it is enough.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := unreachable(inner)) is not None:
+                return found
+        return None
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return exc
+    cause: BaseException | None = exc
+    while cause is not None:  # SQLAlchemy wraps the driver's error, which wraps the socket's
+        if isinstance(cause, _GONE):
+            return exc
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:

@@ -17,11 +17,15 @@ import socket
 import uuid
 
 from cog.db import runs as runs_db
+from cog.db.session import unreachable
 from cog.domain import RunStatus
 from cog.engine.recovery import recover_stale_runs
 from cog.engine.runner import Runner, RunnerDeps, finish_run, mark_cancelled
 
 log = logging.getLogger(__name__)
+
+# How often a run in flight looks whether someone asked to cancel it.
+CANCEL_POLL_S = 1.0
 
 
 def worker_name(kind: str) -> str:
@@ -89,11 +93,36 @@ class RunExecutor:
             me.uncancel()  # a cancel of this run, asked for and done: not a cancel of the caller
             return RunStatus.cancelled
         except Exception as exc:
+            if (lost := unreachable(exc)) is not None:
+                # Not the run's fault: it resumes from its last finished step once the
+                # database is back, here or in another process.
+                log.warning("run %s lost the database (%s); handing it back", run_id, lost)
+                await asyncio.shield(self._hand_back(run_id))
+                return None
             log.exception("run %s crashed", run_id)
             await asyncio.shield(self._crashed(run_id, exc))
             return RunStatus.failed
         finally:
             beat.cancel()
+
+    async def _hand_back(self, run_id: uuid.UUID) -> None:
+        """Put the run back in the queue as soon as the database answers again. If it does not
+        answer before the run's heartbeat lapses, stale-run recovery does the same."""
+        delay = 0.25
+        deadline = asyncio.get_running_loop().time() + self.stale_after_s
+        while True:
+            try:
+                async with self.deps.sessions() as session:
+                    await runs_db.release(session, run_id, self.name)
+                self.deps.notify(run_id)
+                log.info("run %s is queued again", run_id)
+                return
+            except Exception as exc:
+                if unreachable(exc) is None or asyncio.get_running_loop().time() > deadline:
+                    log.warning("run %s could not be handed back (%s)", run_id, exc)
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _after_cancel(self, run_id: uuid.UUID) -> None:
         if run_id in self._cancel_requested:
@@ -111,14 +140,22 @@ class RunExecutor:
         await finish_run(self.deps, run_id, RunStatus.failed, f"Cog hit an internal error: {exc!r}")
 
     async def _heartbeat(self, run_id: uuid.UUID, task: asyncio.Task[RunStatus | None]) -> None:
-        interval = max(self.stale_after_s / 4, 0.05)
+        """Renew the claim every quarter of `stale_after_s`; look for a cancel, asked for in
+        any process, every second in between, so a cancel stops the run within about one."""
+        loop = asyncio.get_running_loop()
+        renew_every = max(self.stale_after_s / 4, 0.05)
+        look_every = min(renew_every, CANCEL_POLL_S)
+        renewed = loop.time()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(look_every)
+            renew = loop.time() - renewed >= renew_every - look_every / 2
             try:
                 async with self.deps.sessions() as session:
-                    ours, cancel = await runs_db.heartbeat(session, run_id, self.name)
-            except Exception:
-                log.warning("heartbeat of run %s failed", run_id, exc_info=True)
+                    ours, cancel = await runs_db.heartbeat(session, run_id, self.name, renew=renew)
+                if renew:
+                    renewed = loop.time()
+            except Exception as exc:
+                log.warning("heartbeat of run %s failed (%s)", run_id, exc)
                 continue
             if cancel:
                 self._cancel_requested.add(run_id)
@@ -179,8 +216,11 @@ class EmbeddedExecutor(RunExecutor):
                 await self._fill()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the database may be away for a moment; try again next tick
-                log.exception("executor tick failed")
+            except Exception as exc:  # the database may be away for a moment; try again
+                if (lost := unreachable(exc)) is not None:
+                    log.warning("executor cannot reach the database (%s); trying again", lost)
+                else:
+                    log.exception("executor tick failed")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_s):
                     await self._wake.wait()

@@ -52,7 +52,9 @@ async def recover_stale_runs(
                 await session.commit()
                 failed.append(str(run.id))
                 log.warning("run %s failed after %s attempts", run.id, run.attempts)
-            elif await runs_db.release(session, run.id, run.claimed_by):
-                requeued.append(str(run.id))
-                log.warning("run %s was left running by %s; resuming it", run.id, run.claimed_by)
+            else:
+                holder = run.claimed_by  # the release below clears it on the loaded row too
+                if await runs_db.release(session, run.id, holder):
+                    requeued.append(str(run.id))
+                    log.warning("run %s was left running by %s; resuming it", run.id, holder)
     return requeued, failed

@@ -143,7 +143,9 @@ class QueueWorker:
                 "queues": [queue_db.QUEUE],
                 "name": self.name,
                 "concurrency": self.concurrency,
-                "fetch_job_polling_interval": max(self.poll_s * 5, 1.0),
+                # procrastinate's listener does not come back after the database was away, so
+                # a short poll is what brings new runs then.
+                "fetch_job_polling_interval": self.poll_s,
                 "abort_job_polling_interval": max(self.poll_s * 5, 1.0),
                 "shutdown_graceful_timeout": self.runtime.settings.worker_shutdown_grace_s,
                 "listen_notify": True,
@@ -169,7 +171,10 @@ class QueueWorker:
                 return
         log.info("run %s claimed by %s", run_id, self.name)
         status = await self.executor.run_claimed(run_id)
-        log.info("run %s ended %s on %s", run_id, status, self.name)
+        if status is None:
+            log.info("run %s left %s unfinished; it resumes later", run_id, self.name)
+        else:
+            log.info("run %s ended %s on %s", run_id, status, self.name)
 
     async def _upkeep(self) -> None:
         while True:

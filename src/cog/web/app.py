@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cog import __version__
 from cog.config import Settings
 from cog.db.migrate import ensure_schema
+from cog.db.session import unreachable
 from cog.errors import CogError
 from cog.runtime import Runtime
 from cog.web import pages
@@ -68,6 +70,21 @@ def create_app(settings: Settings) -> FastAPI:
         if page := error_page(request, exc.status_code, str(exc.detail)):
             return page
         return await http_exception_handler(request, exc)
+
+    async def database_away(request: Request, exc: Exception) -> Response:
+        if unreachable(exc) is None:
+            raise exc  # a real fault: the server's 500
+        detail = "Cog cannot reach its database right now. Try again in a moment."
+        if page := error_page(request, 503, detail):
+            return page
+        return JSONResponse(
+            {"detail": detail},
+            status_code=503,
+            headers={"Retry-After": "2", **htmx_error_headers(request, detail)},
+        )
+
+    app.add_exception_handler(sa.exc.DBAPIError, database_away)
+    app.add_exception_handler(OSError, database_away)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.config import Settings
+from cog.db.session import unreachable
 from cog.runtime import Runtime
 from cog.storage import ObjectStore
 
@@ -19,8 +20,16 @@ def get_state(request: Request) -> Runtime:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_state(request).sessions() as session:
+    session = get_state(request).sessions()
+    try:
         yield session
+    finally:
+        try:
+            await session.close()
+        except Exception as exc:
+            # The answer has been given; a connection that died under it is only dropped.
+            if unreachable(exc) is None:
+                raise
 
 
 def get_store(request: Request) -> ObjectStore:
