@@ -55,6 +55,12 @@ class SchemaOutOfDate(ConfigError):
     """The database is behind the code's migrations."""
 
 
+class StoreError(CogError):
+    """The image store (the folder or the bucket) refused a write; nothing was kept."""
+
+    status_code = 503
+
+
 class ProviderError(CogError):
     """A model provider refused or failed a call. `retryable` says whether trying again may help."""
 

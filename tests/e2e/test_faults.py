@@ -3,8 +3,11 @@ and coming back, and the serving process killed in the middle of an upload."""
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +28,7 @@ from tests.e2e.test_recovery import (
     three_image_steps,
     wait_for_end,
 )
+from tests.factories import noisy_png, padded_png
 
 pytestmark = pytest.mark.slow
 
@@ -83,3 +87,79 @@ def test_a_run_outlives_the_database_going_away_for_a_few_seconds(
             assert len(series_images(http, series_id)) == 6
             ok(http.get("/api/series"))
     assert "lost the database" in server.output(), server.output()
+
+
+def multipart(boundary: str, name: str, data: bytes) -> tuple[bytes, bytes]:
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    return head + data, f"\r\n--{boundary}--\r\n".encode()
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_killed_in_the_middle_of_uploads_leaves_no_half_file(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """`cog serve` is SIGKILLed while one big upload is still arriving and others are landing.
+    After a restart every image it lists is whole (its bytes hash to its sha256), and the store
+    holds a file for each of them and nothing else."""
+    server = serve()
+    with server.client() as http:
+        series = ok(http.post("/api/series", json={"title": "Cut short"}), 201)
+        url = f"{server.base_url}/api/series/{series['id']}/images"
+        body, tail = multipart("cogboundary", "big.png", padded_png(40 * 1024 * 1024))
+
+        def slowly() -> Iterator[bytes]:
+            view = memoryview(body)
+            for start in range(0, len(view), 256 * 1024):
+                yield bytes(view[start : start + 256 * 1024])
+                time.sleep(0.02)  # about 12 MB/s: the kill lands in the middle
+            yield tail
+
+        def big() -> int | str:
+            try:
+                return httpx.post(
+                    url,
+                    content=slowly(),
+                    headers={"content-type": "multipart/form-data; boundary=cogboundary"},
+                    timeout=30,
+                ).status_code
+            except httpx.TransportError as exc:
+                return type(exc).__name__
+
+        def small(n: int) -> int | str:
+            try:
+                files = {"files": (f"s{n}.png", noisy_png(300, 300, seed=n), "image/png")}
+                return httpx.post(url, files=files, timeout=30).status_code
+            except httpx.TransportError as exc:
+                return type(exc).__name__
+
+        with ThreadPoolExecutor(max_workers=9) as pool:
+            pending = [pool.submit(big)]
+            time.sleep(1.0)
+            pending += [pool.submit(small, n) for n in range(8)]
+            time.sleep(0.15)
+            server.kill()
+            answers = [f.result() for f in pending]
+    assert answers[0] != 201, answers  # the big one never finished
+
+    again = serve()
+    with again.client() as http:
+        listed = ok(http.get(f"/api/series/{series['id']}/images?limit=100"))["items"]
+        for item in listed:
+            data = http.get(f"/api/images/{item['id']}/file").content
+            assert hashlib.sha256(data).hexdigest() == item["sha256"], item
+        assert not [i for i in listed if i["original_filename"] == "big.png"]
+        # Each 201 the clients saw is a listed image; nothing else was kept.
+        assert len(listed) >= answers.count(201)
+        # The store holds each listed image's file and thumbnail, and no partial file.
+        stored = files_under(tmp_path / "data" / "storage")
+        ids = sorted(i["id"] for i in listed)
+        assert sorted(Path(f).stem for f in stored if f.startswith("images/")) == ids, stored
+        assert sorted(Path(f).stem for f in stored if f.startswith("thumbs/")) == ids, stored
+        assert all(f.startswith(("images/", "thumbs/")) for f in stored), stored

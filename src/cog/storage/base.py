@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import obstore
 from obstore.exceptions import NotFoundError
+
+from cog.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 
 class StoredObjectMissing(Exception):
@@ -47,7 +52,14 @@ class ObstoreStore:
     async def put(self, key: str, data: bytes | IO[bytes] | Path) -> None:
         if not isinstance(data, bytes | Path):
             data.seek(0)  # noqa: ASYNC240 - a seek on an open file, not path I/O
-        await obstore.put_async(self._store, key, data)
+        try:
+            await obstore.put_async(self._store, key, data)
+        except Exception as exc:
+            log.warning("writing %s to %s failed: %r", key, self.name, exc)
+            raise StoreError(
+                "Cog could not write the file to its image store, so nothing was kept. "
+                "Try again; if it keeps failing, the server's log says why."
+            ) from exc
 
     async def get(self, key: str) -> bytes:
         try:
