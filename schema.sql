@@ -2,7 +2,6 @@
 -- Apply it to an empty database (Supabase: paste it into the SQL editor), or run
 -- `cog db upgrade` instead; both give the same schema, and a test proves it.
 -- Made by `cog db sql`; do not edit by hand.
-
 BEGIN;
 
 CREATE TABLE cog_alembic_version (
@@ -156,6 +155,107 @@ ALTER TABLE cog_step_runs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE cog_alembic_version ENABLE ROW LEVEL SECURITY;
 
 INSERT INTO cog_alembic_version (version_num) VALUES ('0001') RETURNING cog_alembic_version.version_num;
+
+-- Running upgrade 0001 -> 0002
+
+ALTER TABLE cog_images ADD COLUMN tags TEXT[] DEFAULT '{}'::text[] NOT NULL;
+
+ALTER TABLE cog_images ADD COLUMN version INTEGER DEFAULT '1' NOT NULL;
+
+CREATE INDEX ix_cog_images_model ON cog_images (model);
+
+CREATE INDEX ix_cog_images_created_at_id ON cog_images (created_at, id);
+
+CREATE TABLE cog_image_versions (
+    id UUID NOT NULL, 
+    image_id UUID NOT NULL, 
+    number INTEGER NOT NULL, 
+    source TEXT NOT NULL, 
+    storage_path TEXT NOT NULL, 
+    original_filename TEXT, 
+    mime_type TEXT NOT NULL, 
+    width INTEGER NOT NULL, 
+    height INTEGER NOT NULL, 
+    size_bytes BIGINT NOT NULL, 
+    sha256 VARCHAR(64) NOT NULL, 
+    prompt TEXT, 
+    model TEXT, 
+    provider TEXT, 
+    metadata JSONB NOT NULL, 
+    restored_from_id UUID, 
+    job_id UUID, 
+    run_id UUID, 
+    step_id UUID, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    CONSTRAINT pk_cog_image_versions PRIMARY KEY (id), 
+    CONSTRAINT ck_cog_image_versions_source CHECK (source IN ('upload', 'generated', 'edit', 'restore')), 
+    CONSTRAINT ck_cog_image_versions_number_positive CHECK (number > 0), 
+    CONSTRAINT fk_cog_image_versions_image_id_cog_images FOREIGN KEY(image_id) REFERENCES cog_images (id) ON DELETE CASCADE, 
+    CONSTRAINT fk_cog_image_versions_restored_from_id_cog_image_versions FOREIGN KEY(restored_from_id) REFERENCES cog_image_versions (id) ON DELETE SET NULL, 
+    CONSTRAINT fk_cog_image_versions_job_id_cog_jobs FOREIGN KEY(job_id) REFERENCES cog_jobs (id) ON DELETE SET NULL, 
+    CONSTRAINT fk_cog_image_versions_run_id_cog_job_runs FOREIGN KEY(run_id) REFERENCES cog_job_runs (id) ON DELETE SET NULL, 
+    CONSTRAINT fk_cog_image_versions_step_id_cog_step_runs FOREIGN KEY(step_id) REFERENCES cog_step_runs (id) ON DELETE SET NULL, 
+    CONSTRAINT uq_cog_image_versions_image_id_number UNIQUE (image_id, number), 
+    CONSTRAINT uq_cog_image_versions_storage_path UNIQUE (storage_path)
+);
+
+INSERT INTO cog_image_versions (id, image_id, number, source, storage_path, original_filename, mime_type, width, height, size_bytes, sha256, prompt, model, provider, metadata, job_id, run_id, step_id, created_at) SELECT id, id, 1, source, storage_path, original_filename, mime_type, width, height, size_bytes, sha256, prompt, model, provider, metadata, job_id, run_id, step_id, created_at FROM cog_images;
+
+CREATE TABLE cog_image_parents (
+    child_version_id UUID NOT NULL, 
+    parent_version_id UUID NOT NULL, 
+    child_image_id UUID NOT NULL, 
+    parent_image_id UUID NOT NULL, 
+    role TEXT NOT NULL, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    CONSTRAINT pk_cog_image_parents PRIMARY KEY (child_version_id, parent_version_id), 
+    CONSTRAINT ck_cog_image_parents_role CHECK (role IN ('reference', 'input', 'edit')), 
+    CONSTRAINT fk_cog_image_parents_child_version_id_cog_image_versions FOREIGN KEY(child_version_id) REFERENCES cog_image_versions (id) ON DELETE CASCADE, 
+    CONSTRAINT fk_cog_image_parents_parent_version_id_cog_image_versions FOREIGN KEY(parent_version_id) REFERENCES cog_image_versions (id) ON DELETE CASCADE, 
+    CONSTRAINT fk_cog_image_parents_child_image_id_cog_images FOREIGN KEY(child_image_id) REFERENCES cog_images (id) ON DELETE CASCADE, 
+    CONSTRAINT fk_cog_image_parents_parent_image_id_cog_images FOREIGN KEY(parent_image_id) REFERENCES cog_images (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_cog_image_parents_child_image_id ON cog_image_parents (child_image_id);
+
+CREATE INDEX ix_cog_image_parents_parent_image_id ON cog_image_parents (parent_image_id);
+
+CREATE TABLE cog_batches (
+    id UUID NOT NULL, 
+    job_id UUID NOT NULL, 
+    status TEXT DEFAULT 'running' NOT NULL, 
+    total INTEGER NOT NULL, 
+    cancel_requested BOOLEAN DEFAULT false NOT NULL, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    finished_at TIMESTAMP WITH TIME ZONE, 
+    CONSTRAINT pk_cog_batches PRIMARY KEY (id), 
+    CONSTRAINT ck_cog_batches_status CHECK (status IN ('running', 'succeeded', 'failed', 'cancelled')), 
+    CONSTRAINT fk_cog_batches_job_id_cog_jobs FOREIGN KEY(job_id) REFERENCES cog_jobs (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_cog_batches_job_id_created_at ON cog_batches (job_id, created_at);
+
+ALTER TABLE cog_job_runs ADD COLUMN batch_id UUID;
+
+ALTER TABLE cog_job_runs ADD COLUMN input_image_id UUID;
+
+ALTER TABLE cog_job_runs ADD CONSTRAINT fk_cog_job_runs_batch_id_cog_batches FOREIGN KEY(batch_id) REFERENCES cog_batches (id) ON DELETE SET NULL;
+
+ALTER TABLE cog_job_runs ADD CONSTRAINT fk_cog_job_runs_input_image_id_cog_images FOREIGN KEY(input_image_id) REFERENCES cog_images (id) ON DELETE SET NULL;
+
+CREATE INDEX ix_cog_job_runs_batch_id ON cog_job_runs (batch_id);
+
+CREATE INDEX ix_cog_images_search ON cog_images USING gin (to_tsvector('simple'::regconfig, coalesce(prompt, '') || ' ' || coalesce(original_filename, '')));
+
+CREATE INDEX ix_cog_images_tags ON cog_images USING gin (tags);
+
+ALTER TABLE cog_image_versions ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE cog_image_parents ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE cog_batches ENABLE ROW LEVEL SECURITY;
+
+UPDATE cog_alembic_version SET version_num='0002' WHERE cog_alembic_version.version_num = '0001';
 
 COMMIT;
 

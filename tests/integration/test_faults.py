@@ -14,7 +14,7 @@ import pytest
 from cog.config import Settings
 from cog.web.app import create_app
 from tests.conftest import open_client, stored_keys, wait_for_run
-from tests.factories import image_bytes, make_series, upload
+from tests.factories import make_series
 from tests.integration.test_jobs_api import make_job, put_steps
 
 RUNS = 50
@@ -93,33 +93,6 @@ async def assert_rows_match_files(client: httpx.AsyncClient, series_id: str, roo
         assert response.status_code == 200, (item, response.text)
     files = [k for k in stored_keys(root) if k.startswith("images/")]
     assert sorted(f.split("/")[-1].split(".")[0] for f in files) == sorted(i["id"] for i in items)
-
-
-async def test_an_upload_the_store_refuses_keeps_nothing_and_says_why(
-    gemini_settings: Settings, gemini_client: httpx.AsyncClient
-) -> None:
-    root = storage_root(gemini_settings)
-    series = await make_series(gemini_client, "Disk full")
-    kept = await upload(gemini_client, series["id"], ("a.png", image_bytes(32, 32), "image/png"))
-    assert kept.status_code == 201, kept.text
-    break_store(root)
-
-    response = await upload(
-        gemini_client, series["id"], ("b.png", image_bytes(40, 40), "image/png")
-    )
-    assert response.status_code == 503, response.text
-    assert "could not write the file to its image store" in response.json()["detail"]
-    assert "nothing was kept" in response.json()["detail"]
-    listed = (await gemini_client.get(f"/api/series/{series['id']}/images")).json()["items"]
-    assert [i["id"] for i in listed] == [kept.json()["items"][0]["id"]]
-    # No thumbnail of the refused file either: only the first upload's.
-    assert len([k for k in stored_keys(root) if k.startswith("thumbs/")]) == 1
-
-    mend_store(root)
-    await assert_rows_match_files(gemini_client, series["id"], root)
-    again = await upload(gemini_client, series["id"], ("b.png", image_bytes(40, 40), "image/png"))
-    assert again.status_code == 201, again.text
-    await assert_rows_match_files(gemini_client, series["id"], root)
 
 
 async def test_a_run_whose_images_the_store_refuses_fails_with_the_reason(

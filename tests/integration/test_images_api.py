@@ -18,9 +18,12 @@ from urllib.parse import urlparse
 import boto3
 import httpx
 import pytest
+import sqlalchemy as sa
 from PIL import Image
 
 from cog.config import Settings
+from cog.db.models import ImageVersion
+from cog.db.session import make_engine
 from cog.storage import ObjectStore
 from cog.storage.keys import thumbnail_key
 from cog.web.app import create_app
@@ -467,13 +470,15 @@ async def test_a_store_failing_mid_upload_leaves_neither_rows_nor_files(
     shutil.rmtree(root / "thumbs")
     (root / "thumbs").write_bytes(b"in the way")
 
-    with pytest.raises(Exception):  # noqa: B017 - a server error, whatever the store raised
-        await upload(
-            client,
-            series["id"],
-            ("a.png", image_bytes(10, 10), "image/png"),
-            ("b.png", image_bytes(12, 12), "image/png"),
-        )
+    response = await upload(
+        client,
+        series["id"],
+        ("a.png", image_bytes(10, 10), "image/png"),
+        ("b.png", image_bytes(12, 12), "image/png"),
+    )
+    assert response.status_code == 503, response.text
+    assert "could not write the file to its image store" in response.json()["detail"]
+    assert "nothing was kept" in response.json()["detail"]
 
     assert await image_ids(client, series["id"]) == [kept["id"]]
     assert await image_count(client, series["id"]) == 1
@@ -833,3 +838,26 @@ class TestOnS3:
         assert len(remaining) == 2
         assert all(kept["id"] in key for key in remaining)
         assert (await client.get(kept["file_url"])).status_code == 200
+
+
+async def test_a_new_image_is_its_own_first_version(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    series = await make_series(client, "Versions")
+    data = image_bytes(20, 10)
+    response = await upload(client, series["id"], ("first.png", data, "image/png"))
+    image = response.json()["items"][0]
+    engine = make_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            versions = (await conn.execute(sa.select(ImageVersion))).all()
+    finally:
+        await engine.dispose()
+    assert len(versions) == 1
+    version = versions[0]
+    assert (str(version.id), str(version.image_id), version.number) == (image["id"],) * 2 + (1,)
+    assert (version.source, version.original_filename, version.sha256) == (
+        "upload",
+        "first.png",
+        hashlib.sha256(data).hexdigest(),
+    )

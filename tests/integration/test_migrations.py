@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from cog.db.migrate import current_revision, ensure_schema, head_revision
+from cog.db.base import UTCDateTime
+from cog.db.migrate import current_revision, ensure_schema, head_revision, upgrade
+from cog.db.models import Image, ImageVersion, Job, JobRun, Series, StepRun
 from cog.db.session import make_engine
 from cog.errors import SchemaOutOfDate
 from cog.web.app import create_app
@@ -80,3 +85,88 @@ def test_two_processes_migrating_a_fresh_sqlite_database_take_turns(tmp_path: Pa
             await engine.dispose()
 
     assert asyncio.run(revision()) == head_revision()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'cog.db'}"
+    return pg_url(request.getfixturevalue("empty_pg_database"))
+
+
+async def test_0002_keeps_every_row_and_gives_each_image_its_first_version(
+    empty_database_url: str,
+) -> None:
+    """A database with a run and its image at 0001 is upgraded in place: the step runs survive
+    (SQLite must not rebuild cog_job_runs, which would cascade), the image becomes its own
+    version 1 and is found by search."""
+    kind = sa.make_url(empty_database_url).get_backend_name()
+    engine = make_engine(empty_database_url)
+    series, job, run, step, image = (uuid.uuid4() for _ in range(5))
+    now = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    try:
+        await upgrade(engine, "0001")
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.insert(Series).values(
+                    id=series, title="S", tags=[], created_at=now, updated_at=now
+                )
+            )
+            await conn.execute(
+                sa.insert(Job).values(
+                    id=job,
+                    series_id=series,
+                    title="J",
+                    base_prompt="p",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await conn.execute(sa.insert(JobRun).values(id=run, job_id=job, created_at=now))
+            await conn.execute(
+                sa.insert(StepRun).values(id=step, run_id=run, position=0, kind="image")
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO cog_images (id, series_id, source, storage_path, mime_type, "
+                    "width, height, size_bytes, sha256, prompt, metadata, job_id, run_id, "
+                    "step_id, created_at) VALUES (:id, :series, 'generated', 'images/x.png', "
+                    "'image/png', 4, 3, 10, 'ab', 'a red fox in snow', '{}', :job, :run, :step, "
+                    ":now)"
+                ).bindparams(
+                    sa.bindparam("id", image, sa.Uuid()),
+                    sa.bindparam("series", series, sa.Uuid()),
+                    sa.bindparam("job", job, sa.Uuid()),
+                    sa.bindparam("run", run, sa.Uuid()),
+                    sa.bindparam("step", step, sa.Uuid()),
+                    sa.bindparam("now", now, UTCDateTime()),
+                )
+            )
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            assert await conn.scalar(sa.select(sa.func.count()).select_from(StepRun)) == 1
+            row = (await conn.execute(sa.select(Image.run_id, Image.tags, Image.version))).one()
+            assert tuple(row) == (run, [], 1)
+            version = (await conn.execute(sa.select(ImageVersion))).one()
+            assert (version.id, version.image_id, version.number) == (image, image, 1)
+            assert (version.source, version.storage_path, version.prompt) == (
+                "generated",
+                "images/x.png",
+                "a red fox in snow",
+            )
+            assert (version.run_id, version.step_id) == (run, step)
+            if kind == "sqlite":
+                found = await conn.scalar(
+                    sa.text("SELECT count(*) FROM cog_images_fts WHERE cog_images_fts MATCH 'fox'")
+                )
+            else:
+                found = await conn.scalar(
+                    sa.text(
+                        "SELECT count(*) FROM cog_images WHERE to_tsvector('simple'::regconfig, "
+                        "coalesce(prompt, '') || ' ' || coalesce(original_filename, '')) "
+                        "@@ plainto_tsquery('simple', 'fox')"
+                    )
+                )
+            assert found == 1
+    finally:
+        await engine.dispose()

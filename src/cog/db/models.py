@@ -43,6 +43,8 @@ class Image(Base):
         sa.Index("ix_cog_images_sha256", "sha256"),
         sa.Index("ix_cog_images_job_id", "job_id"),
         sa.Index("ix_cog_images_run_id", "run_id"),
+        sa.Index("ix_cog_images_model", "model"),
+        sa.Index("ix_cog_images_created_at_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
@@ -69,6 +71,104 @@ class Image(Base):
         sa.ForeignKey("cog_step_runs.id", ondelete="SET NULL")
     )
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The image's own tags, beside its series' tags.
+    tags: Mapped[list[str]] = mapped_column(TagList, default=list)
+    # The number of the current version. The file columns above (storage_path .. provider)
+    # always describe that version, so galleries read one row per image.
+    version: Mapped[int] = mapped_column(sa.Integer, server_default="1")
+
+
+class ImageVersion(Base):
+    """One state of an image's file. Files are never overwritten: an edit, a replacement upload
+    or a restore adds a version. Version 1 has the image's own id (and so its thumbnail key)."""
+
+    __tablename__ = "cog_image_versions"
+    __table_args__ = (
+        sa.UniqueConstraint("image_id", "number"),
+        sa.CheckConstraint(
+            _enum_check("source", ["upload", "generated", "edit", "restore"]), name="source"
+        ),
+        sa.CheckConstraint("number > 0", name="number_positive"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    image_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("cog_images.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(sa.Integer)
+    source: Mapped[str] = mapped_column(sa.Text)
+    storage_path: Mapped[str] = mapped_column(sa.Text, unique=True)
+    original_filename: Mapped[str | None] = mapped_column(sa.Text)
+    mime_type: Mapped[str] = mapped_column(sa.Text)
+    width: Mapped[int] = mapped_column(sa.Integer)
+    height: Mapped[int] = mapped_column(sa.Integer)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    prompt: Mapped[str | None] = mapped_column(sa.Text)
+    model: Mapped[str | None] = mapped_column(sa.Text)
+    provider: Mapped[str | None] = mapped_column(sa.Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JsonDoc, default=dict)
+    # A restore copies an earlier version forward and says which.
+    restored_from_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("cog_image_versions.id", ondelete="SET NULL")
+    )
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("cog_jobs.id", ondelete="SET NULL")
+    )
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("cog_job_runs.id", ondelete="SET NULL")
+    )
+    step_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("cog_step_runs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ImageParent(Base):
+    """Lineage: the image versions a version was made from (reference images of a step, the
+    input image of a batch run, the version an edit started from)."""
+
+    __tablename__ = "cog_image_parents"
+    __table_args__ = (
+        sa.CheckConstraint(_enum_check("role", ["reference", "input", "edit"]), name="role"),
+        sa.Index("ix_cog_image_parents_child_image_id", "child_image_id"),
+        sa.Index("ix_cog_image_parents_parent_image_id", "parent_image_id"),
+    )
+
+    child_version_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("cog_image_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    parent_version_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("cog_image_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    child_image_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("cog_images.id", ondelete="CASCADE")
+    )
+    parent_image_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("cog_images.id", ondelete="CASCADE")
+    )
+    role: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Batch(Base):
+    """A job run once per image of a selection; each of those runs points here. Progress is
+    counted from the runs themselves, so there is no counter to keep in step."""
+
+    __tablename__ = "cog_batches"
+    __table_args__ = (
+        sa.CheckConstraint(
+            _enum_check("status", ["running", "succeeded", "failed", "cancelled"]),
+            name="status",
+        ),
+        sa.Index("ix_cog_batches_job_id_created_at", "job_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("cog_jobs.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(sa.Text, server_default="running")
+    total: Mapped[int] = mapped_column(sa.Integer)
+    cancel_requested: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class Job(Base):
@@ -110,6 +210,7 @@ class JobRun(Base):
         ),
         sa.Index("ix_cog_job_runs_job_id_created_at", "job_id", "created_at"),
         sa.Index("ix_cog_job_runs_status", "status"),
+        sa.Index("ix_cog_job_runs_batch_id", "batch_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
@@ -127,6 +228,13 @@ class JobRun(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # A run of a batch: its batch, and the image it was run for (the `input` variable).
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("cog_batches.id", ondelete="SET NULL")
+    )
+    input_image_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("cog_images.id", ondelete="SET NULL")
+    )
 
 
 class StepRun(Base):

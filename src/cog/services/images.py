@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.config import Settings
 from cog.db import images as images_db
-from cog.db.models import Image
+from cog.db.base import utcnow
+from cog.db.models import Image, ImageVersion
 from cog.db.pages import Page, check_limit
 from cog.domain import ImageSource
 from cog.errors import CogError, Invalid, NotFound, TooLarge
@@ -184,6 +185,32 @@ async def store_generated(
     return image
 
 
+def first_version(image: Image) -> ImageVersion:
+    """Version 1 of a new image: its file and provenance as they are, under the image's id."""
+    image.created_at = image.created_at or utcnow()
+    return ImageVersion(
+        id=image.id,
+        image_id=image.id,
+        number=1,
+        source=image.source,
+        storage_path=image.storage_path,
+        original_filename=image.original_filename,
+        mime_type=image.mime_type,
+        width=image.width,
+        height=image.height,
+        size_bytes=image.size_bytes,
+        sha256=image.sha256,
+        prompt=image.prompt,
+        model=image.model,
+        provider=image.provider,
+        meta=image.meta,
+        job_id=image.job_id,
+        run_id=image.run_id,
+        step_id=image.step_id,
+        created_at=image.created_at,
+    )
+
+
 async def _persist(
     session: AsyncSession,
     store: ObjectStore,
@@ -207,6 +234,7 @@ async def _persist(
                 written.append(thumbnail_key(image.id))
         async with commit_lock or contextlib.nullcontext():
             session.add_all([image for image, _, _ in items])
+            session.add_all([first_version(image) for image, _, _ in items])
             await session.flush()
             if before_commit is not None:
                 for image, _, _ in items:
