@@ -7,12 +7,16 @@ import asyncio
 import hashlib
 import io
 import json
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
+from cog.config import Settings
+from cog.db import lineage as lineage_db
+from cog.db.session import make_engine, make_sessionmaker
 from tests.conftest import wait_for_run
 from tests.factories import image_bytes, make_series, upload
 
@@ -75,7 +79,10 @@ async def test_draft_saves_steps_from_the_model(
 
 
 async def test_llm_step_feeds_an_image_step_with_a_reference(
-    gemini_client: httpx.AsyncClient, gemini: Any, series_with_image: Any
+    gemini_client: httpx.AsyncClient,
+    gemini: Any,
+    gemini_settings: Settings,
+    series_with_image: Any,
 ) -> None:
     series, reference_image, reference_bytes = series_with_image
     job = await make_job(gemini_client, series["id"])
@@ -147,6 +154,21 @@ async def test_llm_step_feeds_an_image_step_with_a_reference(
             assert picture.width > picture.height  # 16:9
     listing = (await gemini_client.get(f"/api/series/{series['id']}/images")).json()
     assert len(listing["items"]) == 3
+
+    # Lineage: each made image records the reference (its version 1) as its parent.
+    engine = make_engine(gemini_settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            for image_id in image_step["image_ids"]:
+                links = await lineage_db.parents_of(session, uuid.UUID(image_id))
+                assert [(str(p.id), link.role) for link, p in links] == [
+                    (reference_image["id"], "reference")
+                ]
+                assert str(links[0][0].parent_version_id) == reference_image["id"]
+            children = await lineage_db.children_of(session, uuid.UUID(reference_image["id"]))
+            assert sorted(str(c.id) for _, c in children) == sorted(image_step["image_ids"])
+    finally:
+        await engine.dispose()
 
 
 async def test_runs_are_history_with_the_steps_they_ran(

@@ -20,9 +20,11 @@ import sqlalchemy as sa
 
 from cog.config import Settings
 from cog.db import jobs as jobs_db
+from cog.db import lineage as lineage_db
 from cog.db import runs as runs_db
 from cog.db import series as series_db
 from cog.db.base import utcnow
+from cog.db.lineage import Parent
 from cog.db.models import Image, JobRun, StepRun
 from cog.db.session import SessionMaker
 from cog.domain import RunStatus, StepKind, StepStatus
@@ -155,11 +157,11 @@ class Runner:
                 error=None,
                 rendered_prompt=prompt,
             )
-            inputs = await self._input_images(spec, outputs)
+            inputs, parents = await self._input_images(spec, outputs)
             if spec.kind is StepKind.llm:
                 output = await self._llm(spec, row, prompt, inputs, tally)
             else:
-                output = await self._images(spec, row, prompt, inputs, tally)
+                output = await self._images(spec, row, prompt, inputs, parents, tally)
         except (CogError, StepFailed) as exc:
             if isinstance(exc, ProviderError):
                 tally.add(list(exc.extra.get("attempts", ())))
@@ -187,7 +189,10 @@ class Runner:
         )
         return output
 
-    async def _input_images(self, spec: StepSpec, outputs: list[StepOutput]) -> list[InputImage]:
+    async def _input_images(
+        self, spec: StepSpec, outputs: list[StepOutput]
+    ) -> tuple[list[InputImage], list[Parent]]:
+        """The step's input images, with the versions they are (the lineage of what it makes)."""
         ids: list[uuid.UUID] = []
         for ref in spec.config.input_images:
             if match := STEP_REF.match(ref):
@@ -195,8 +200,9 @@ class Runner:
             else:
                 ids.append(uuid.UUID(ref))
         images: list[InputImage] = []
+        parents: list[Parent] = []
         if not ids:
-            return images
+            return images, parents
         async with self.deps.sessions() as session:
             rows = {
                 image.id: image
@@ -204,6 +210,7 @@ class Runner:
                     await session.execute(sa.select(Image).where(Image.id.in_(ids)))
                 ).scalars()
             }
+            versions = await lineage_db.current_versions(session, rows)
         for image_id in ids:
             image = rows.get(image_id)
             if image is None:
@@ -213,7 +220,8 @@ class Runner:
             except StoredObjectMissing:
                 raise StepFailed(f"The file of input image {image_id} is missing.") from None
             images.append(InputImage(data=data, mime_type=image.mime_type))
-        return images
+            parents.append(Parent(image.id, versions[image.id], "reference"))
+        return images, parents
 
     async def _llm(
         self, spec: StepSpec, row: StepRun, prompt: str, inputs: list[InputImage], tally: _Tally
@@ -229,7 +237,13 @@ class Runner:
         return StepOutput(result.text, [])
 
     async def _images(
-        self, spec: StepSpec, row: StepRun, prompt: str, inputs: list[InputImage], tally: _Tally
+        self,
+        spec: StepSpec,
+        row: StepRun,
+        prompt: str,
+        inputs: list[InputImage],
+        parents: list[Parent],
+        tally: _Tally,
     ) -> StepOutput:
         made: list[uuid.UUID] = []
         if row.started_at is not None:  # resumed: keep what it made before, make the rest
@@ -265,6 +279,7 @@ class Runner:
                 index,
                 lock,
                 recorded,
+                parents,
             )
 
         if missing > 0:
@@ -297,8 +312,9 @@ class Runner:
         index: int,
         commit_lock: asyncio.Lock,
         recorded: list[str],
+        parents: list[Parent],
     ) -> None:
-        """Store one image and record it on its step in the same transaction.
+        """Store one image and record it on its step, with its lineage, in the same transaction.
 
         The images of a step are verified and written to the store concurrently; their
         transactions take `commit_lock` in turn. One executor holds a run, so `recorded` (the
@@ -313,6 +329,10 @@ class Runner:
             recorded.append(mine[0])
             await session.execute(
                 sa.update(StepRun).where(StepRun.id == row.id).values(image_ids=list(recorded))
+            )
+            # A new image is its own version 1, whose id is the image's.
+            await lineage_db.record(
+                session, child_image_id=image.id, child_version_id=image.id, parents=parents
             )
 
         try:
