@@ -70,6 +70,22 @@ async def orphans(
     return list(rows.scalars())
 
 
+async def requeue_orphans(
+    session: AsyncSession, *, alive_within_s: float, limit: int = 100
+) -> list[uuid.UUID] | None:
+    """Give each orphan (see `orphans`) a new job, and commit. One process at a time does it
+    (an advisory lock), so two never queue the same run twice; answers the runs queued, or
+    None when another process holds the lock (it is queueing them)."""
+    if not await session.scalar(sa.text("SELECT pg_try_advisory_xact_lock(4507319)")):
+        await session.rollback()
+        return None
+    lost = await orphans(session, alive_within_s=alive_within_s, limit=limit)
+    for run_id in lost:
+        await enqueue(session, run_id)
+    await session.commit()
+    return lost
+
+
 async def has_schema(engine: AsyncEngine) -> bool:
     async with engine.connect() as conn:
         found = await conn.scalar(sa.text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL"))
