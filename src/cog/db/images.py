@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.db.models import Image
 from cog.db.pages import Page, newest_first
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What an image row says about its file."""
+
+    id: uuid.UUID
+    storage_path: str
+    size_bytes: int
+    sha256: str
+    width: int
+    height: int
 
 
 async def get(session: AsyncSession, image_id: uuid.UUID) -> Image | None:
@@ -43,3 +56,22 @@ async def neighbours(
         .limit(1)
     )
     return newer.scalar_one_or_none(), older.scalar_one_or_none()
+
+
+async def file_facts(
+    session: AsyncSession, *, after: uuid.UUID | None, limit: int
+) -> list[FileFacts]:
+    """Every image's file facts in id order, `limit` at a time from the id `after`."""
+    query = sa.select(
+        Image.id, Image.storage_path, Image.size_bytes, Image.sha256, Image.width, Image.height
+    )
+    if after is not None:
+        query = query.where(Image.id > after)
+    rows = await session.execute(query.order_by(Image.id).limit(limit))
+    return [FileFacts(*row) for row in rows]
+
+
+async def uses_key(session: AsyncSession, key: str) -> bool:
+    """Whether an image's file is stored under `key`."""
+    found = await session.scalar(sa.select(Image.id).where(Image.storage_path == key))
+    return found is not None

@@ -86,10 +86,20 @@ async def requeue_orphans(
     return lost
 
 
+_HAS_SCHEMA = sa.text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
+
+
 async def has_schema(engine: AsyncEngine) -> bool:
     async with engine.connect() as conn:
-        found = await conn.scalar(sa.text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL"))
+        found = await conn.scalar(_HAS_SCHEMA)
     return bool(found)
+
+
+async def installed(session: AsyncSession) -> bool:
+    """Whether the session's database has the queue (PostgreSQL with `cog db upgrade` run)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    return bool(await session.scalar(_HAS_SCHEMA))
 
 
 def schema_sql() -> str:
