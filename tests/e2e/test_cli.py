@@ -27,10 +27,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.config import Settings
 from cog.db.migrate import ensure_schema, head_revision
+from cog.db.models import Image
 from cog.db.session import make_engine, make_sessionmaker
 from cog.services import images as images_service
 from cog.services import series as series_service
@@ -367,6 +369,69 @@ def test_malformed_ids_exit_2_with_a_message(cli: Cli) -> None:
         assert result.code == 2, result
         assert "is not a" in result.said and "id." in result.said, result
     assert "'[/x]' is not a image id." in results[2].said
+
+
+# --- cog doctor ---------------------------------------------------------------------------------
+
+
+def test_doctor_reports_what_was_broken_and_fix_repairs_it(cli: Cli) -> None:
+    settings = cli.settings()
+
+    async def work(session: AsyncSession, store: ObjectStore) -> dict[str, str]:
+        series_id = await add_series(session, "Checked")
+        names = ("lost.png", "thumbless.png", "damaged.png", "fine.png")
+        return {n: await add_image(session, store, settings, series_id, n) for n in names}
+
+    ids = seed(cli, work)
+    root = cli.storage_dir
+    original = {k: root / f"images/{i[:2]}/{i}.png" for k, i in ids.items()}
+    thumbs = {k: root / f"thumbs/{i[:2]}/{i}.webp" for k, i in ids.items()}
+    good_bytes = original["damaged.png"].read_bytes()
+    original["lost.png"].unlink()
+    thumbs["thumbless.png"].unlink()
+    original["damaged.png"].write_bytes(good_bytes[:-8] + b"\x00" * 8)
+    stray = root / "images/ab/stray.png"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"left behind")
+    two_hours_ago = time.time() - 7200
+    os.utime(stray, (two_hours_ago, two_hours_ago))
+
+    as_json, table, misused = cli.many(
+        ("doctor", "--json"), ("doctor",), ("doctor", "--drop-missing")
+    )
+    assert as_json.code == table.code == 1, (as_json, table)
+    found = {(f["kind"], f["image_id"] or f["key"]) for f in as_json.json()["findings"]}
+    assert found == {
+        ("file_missing", ids["lost.png"]),
+        ("thumbnail_missing", ids["thumbless.png"]),
+        ("file_changed", ids["damaged.png"]),
+        ("file_without_row", "images/ab/stray.png"),
+    }
+    assert as_json.stderr == ""  # no progress bar in the way of a machine
+    for words in ("Images whose file is missing", "Files no image refers to", "3 problem(s)"):
+        assert words in table.said, table
+    assert "Reading files" in table.stderr  # the progress bar
+    assert misused.code == 2 and "--drop-missing only works with --fix" in misused.said
+
+    fixed = cli("doctor", "--fix", "--drop-missing")
+    assert fixed.code == 1, fixed  # the changed file is left for a person to restore
+    assert "1 problem(s) left" in fixed.said
+    assert not stray.exists()
+    (kept,) = (root / "quarantine").rglob("stray.png")
+    assert kept.read_bytes() == b"left behind"
+    assert thumbs["thumbless.png"].exists()
+    assert original["damaged.png"].read_bytes() == good_bytes[:-8] + b"\x00" * 8
+
+    original["damaged.png"].write_bytes(good_bytes)  # restored from a backup
+    healthy = cli("doctor")
+    assert healthy.code == 0, healthy
+    assert "No problem found." in healthy.said
+
+    async def remaining(session: AsyncSession, _store: ObjectStore) -> set[str]:
+        return {str(i) for i in (await session.scalars(sa.select(Image.id))).all()}
+
+    # Only the image whose file was gone lost its row.
+    assert seed(cli, remaining) == set(ids.values()) - {ids["lost.png"]}
 
 
 # --- the database -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Each test runs against both (`storage_kind`); what is checked is what a reader g
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 from pathlib import Path
@@ -108,6 +109,26 @@ async def test_list_keys_with_a_prefix(object_store: ObjectStore) -> None:
     assert await all_keys(object_store, "images/bb") == ["images/bb/2.jpg"]
     assert await all_keys(object_store, "thumbs") == ["thumbs/aa/1.webp"]
     assert await all_keys(object_store, "videos") == []
+
+
+async def test_list_objects_gives_sizes_and_times(object_store: ObjectStore) -> None:
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    await object_store.put("images/aa/1.png", b"12345")
+    await object_store.put("thumbs/aa/1.webp", b"12")
+    listed = [o async for o in object_store.list_objects("images")]
+    assert [(o.key, o.size) for o in listed] == [("images/aa/1.png", 5)]
+    modified = listed[0].last_modified
+    assert modified.tzinfo is not None
+    assert before < modified < dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+
+
+async def test_move_gives_an_object_another_key(object_store: ObjectStore) -> None:
+    await object_store.put("images/aa/1.png", b"moved")
+    await object_store.move("images/aa/1.png", "quarantine/x/images/aa/1.png")
+    assert await all_keys(object_store) == ["quarantine/x/images/aa/1.png"]
+    assert await object_store.get("quarantine/x/images/aa/1.png") == b"moved"
+    with pytest.raises(StoredObjectMissing):
+        await object_store.move("images/aa/1.png", "quarantine/y/1.png")
 
 
 class _BrokenReader(io.RawIOBase):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cog.cli.doctor import DOCTOR_HELP, doctor
 from cog.cli.images import images_app
 from cog.cli.jobs import jobs_app, runs_app
 from cog.cli.series import series_app
@@ -13,6 +14,7 @@ from cog.cli.worker import worker
 app = typer.Typer(help="Cog: make and organize AI-generated image series.", no_args_is_help=True)
 app.command()(serve)
 app.command()(worker)
+app.command(help=DOCTOR_HELP)(doctor)
 app.add_typer(db_app, name="db")
 app.add_typer(series_app, name="series")
 app.add_typer(images_app, name="images")

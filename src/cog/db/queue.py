@@ -70,10 +70,36 @@ async def orphans(
     return list(rows.scalars())
 
 
+async def requeue_orphans(
+    session: AsyncSession, *, alive_within_s: float, limit: int = 100
+) -> list[uuid.UUID] | None:
+    """Give each orphan (see `orphans`) a new job, and commit. One process at a time does it
+    (an advisory lock), so two never queue the same run twice; answers the runs queued, or
+    None when another process holds the lock (it is queueing them)."""
+    if not await session.scalar(sa.text("SELECT pg_try_advisory_xact_lock(4507319)")):
+        await session.rollback()
+        return None
+    lost = await orphans(session, alive_within_s=alive_within_s, limit=limit)
+    for run_id in lost:
+        await enqueue(session, run_id)
+    await session.commit()
+    return lost
+
+
+_HAS_SCHEMA = sa.text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
+
+
 async def has_schema(engine: AsyncEngine) -> bool:
     async with engine.connect() as conn:
-        found = await conn.scalar(sa.text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL"))
+        found = await conn.scalar(_HAS_SCHEMA)
     return bool(found)
+
+
+async def installed(session: AsyncSession) -> bool:
+    """Whether the session's database has the queue (PostgreSQL with `cog db upgrade` run)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    return bool(await session.scalar(_HAS_SCHEMA))
 
 
 def schema_sql() -> str:

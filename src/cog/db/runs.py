@@ -149,6 +149,16 @@ async def stale(session: AsyncSession, older_than: dt.datetime) -> list[JobRun]:
     return list(rows.scalars())
 
 
+async def unfinished_count(session: AsyncSession) -> int:
+    """Runs queued or running."""
+    count = await session.scalar(
+        sa.select(sa.func.count())
+        .select_from(JobRun)
+        .where(JobRun.status.in_([RunStatus.queued, RunStatus.running]))
+    )
+    return int(count or 0)
+
+
 async def release(session: AsyncSession, run_id: uuid.UUID, worker: str | None) -> bool:
     """Put a running run back in the queue (its executor stopped); resumes where it was."""
     query = sa.update(JobRun).where(JobRun.id == run_id, JobRun.status == RunStatus.running)

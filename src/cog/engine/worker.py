@@ -196,14 +196,9 @@ class QueueWorker:
             max_attempts=settings.run_max_attempts,
         )
         async with self.runtime.sessions() as session:
-            # One worker at a time re-queues, so two never queue the same run twice.
-            if not await session.scalar(sa.text("SELECT pg_try_advisory_xact_lock(4507319)")):
-                return
-            lost = await queue_db.orphans(session, alive_within_s=self.stale_after_s)
-            for run_id in lost:
-                await queue_db.enqueue(session, run_id)
-                log.info("run %s queued again", run_id)
-            await session.commit()
+            lost = await queue_db.requeue_orphans(session, alive_within_s=self.stale_after_s)
+        for run_id in lost or []:
+            log.info("run %s queued again", run_id)
 
     async def _drop_stalled_jobs(self) -> None:
         async with self.runtime.sessions() as session:

@@ -6,11 +6,11 @@ from urllib.parse import urlparse
 
 from cog.config import Settings
 from cog.errors import ConfigError
-from cog.storage.base import ObjectStore, StoredObjectMissing
+from cog.storage.base import ObjectStore, StoredObject, StoredObjectMissing
 from cog.storage.local import make_local_store
 from cog.storage.s3 import make_s3_store
 
-__all__ = ["ObjectStore", "StoredObjectMissing", "make_store"]
+__all__ = ["ObjectStore", "StoredObject", "StoredObjectMissing", "make_store"]
 
 
 def make_store(settings: Settings) -> ObjectStore:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -18,6 +20,15 @@ log = logging.getLogger(__name__)
 
 class StoredObjectMissing(Exception):
     """The key has no object behind it."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as a listing shows it."""
+
+    key: str
+    size: int
+    last_modified: dt.datetime  # aware UTC
 
 
 class ObjectStore(Protocol):
@@ -39,6 +50,12 @@ class ObjectStore(Protocol):
         """Remove the object; a missing one is not an error."""
 
     def list_keys(self, prefix: str = "") -> AsyncIterator[str]: ...
+
+    def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
+        """Every object under `prefix` (whole path segments: `images` is not `imagesque`)."""
+
+    async def move(self, key: str, to: str) -> None:
+        """Give the object another key (a rename on a folder, a copy and a delete on S3)."""
 
 
 class ObstoreStore:
@@ -88,6 +105,19 @@ class ObstoreStore:
             await obstore.delete_async(self._store, key)
 
     async def list_keys(self, prefix: str = "") -> AsyncIterator[str]:
-        async for batch in obstore.list(self._store, prefix or None):
+        async for item in self.list_objects(prefix):
+            yield item.key
+
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
+        async for batch in obstore.list(self._store, prefix or None, chunk_size=1000):
             for meta in batch:
-                yield str(meta["path"])
+                modified = meta["last_modified"]
+                if modified.tzinfo is None:
+                    modified = modified.replace(tzinfo=dt.UTC)
+                yield StoredObject(str(meta["path"]), int(meta["size"]), modified)
+
+    async def move(self, key: str, to: str) -> None:
+        try:
+            await obstore.rename_async(self._store, key, to)
+        except (FileNotFoundError, NotFoundError) as exc:
+            raise StoredObjectMissing(key) from exc
