@@ -45,8 +45,9 @@ from cog.config import Settings
 from cog.db.migrate import upgrade
 from cog.db.models import Image, Series
 from cog.db.session import make_engine, make_sessionmaker
+from cog.imaging import thumbnail_from_bytes
 from cog.storage import ObjectStore, make_store
-from cog.storage.keys import image_key
+from cog.storage.keys import image_key, thumbnail_key
 from cog.testing.databases import throwaway_postgres
 from cog.web.app import create_app
 
@@ -78,9 +79,17 @@ def noise_png(target_bytes: int) -> bytes:
 
 
 async def seed_gallery(
-    engine: AsyncEngine, store: ObjectStore, count: int
+    engine: AsyncEngine,
+    store: ObjectStore,
+    count: int,
+    *,
+    title: str = "Gallery",
+    thumbnail_px: int | None = None,
 ) -> tuple[uuid.UUID, float]:
-    """A series with `count` image rows, each with a small file. Answers its id and the time."""
+    """A series with `count` image rows, each with a small file. Answers its id and the time.
+
+    With `thumbnail_px`, each image also gets the thumbnail an upload would have stored.
+    """
     started = time.perf_counter()
     series_id = uuid.uuid4()
     now = dt.datetime.now(dt.UTC)
@@ -88,7 +97,7 @@ async def seed_gallery(
     async with sessions.begin() as session:
         await session.execute(
             sa.insert(Series),
-            [{"id": series_id, "title": "Gallery", "description": "bench", "tags": ["bench"]}],
+            [{"id": series_id, "title": title, "description": "bench", "tags": ["bench"]}],
         )
     # The oldest first, a millisecond apart, so newest-first order is well defined.
     base = now - dt.timedelta(milliseconds=count)
@@ -99,6 +108,8 @@ async def seed_gallery(
         data = tiny_png(index)
         key = image_key(image_id, "png")
         files.append((key, data))
+        if thumbnail_px is not None:
+            files.append((thumbnail_key(image_id), thumbnail_from_bytes(data, thumbnail_px)))
         rows.append(
             {
                 "id": image_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from typing import Annotated, Any
 
@@ -48,6 +49,11 @@ def serve(
         application = create_app(settings)
     except CogError as exc:
         fail(exc.message, 1)
+    # What the process keeps until it ends (modules, the app, its schemas) is set aside from the
+    # garbage collector, so a full collection walks only what was made since. Under load, a
+    # full collection of it all stopped every request for 100 ms and more every few seconds.
+    gc.collect()
+    gc.freeze()
     data_dir = escape(str(settings.data_dir))
     err.print(f"Cog on http://{settings.host}:{settings.port}/cog  (data: {data_dir})")
     config = uvicorn.Config(application, host=settings.host, port=settings.port, log_level="info")
