@@ -505,6 +505,22 @@ async def test_a_limit_out_of_range_is_refused(client: httpx.AsyncClient) -> Non
         assert "limit" in body["detail"], limit
 
 
+async def test_a_method_the_path_does_not_serve_names_every_one_it_does(
+    client: httpx.AsyncClient,
+) -> None:
+    # Starlette's `Allow` named the methods of the first route on the path only.
+    series = await make_series(client, "A")
+    for path, served in (
+        (f"/api/series/{series['id']}", {"GET", "PATCH", "DELETE"}),
+        ("/api/series", {"GET", "POST"}),
+        (f"/api/series/{series['id']}/images", {"GET", "POST"}),
+    ):
+        for method in ("OPTIONS", "PUT"):
+            response = await client.request(method, path)
+            assert_refused(response, 405)
+            assert set(response.headers["allow"].split(", ")) == served, (method, path)
+
+
 async def test_the_document_describes_what_the_api_answers(client: httpx.AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     schemas = document["components"]["schemas"]
