@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
         if page := error_page(request, exc.status_code, exc.message):
             return page
         return JSONResponse(
-            {"detail": exc.message, **exc.extra},
+            {"detail": exc.message, **exc.answer_extra},
             status_code=exc.status_code,
             headers=htmx_error_headers(request, exc.message),
         )
