@@ -54,14 +54,19 @@ def _postgres_reachable() -> bool:
         return False
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests see only the settings they make: no COG_* or Gemini keys from the machine."""
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No COG_* settings or Gemini keys from the machine."""
     for name in list(os.environ):
         if name.startswith("COG_") and not name.startswith("COG_TEST_"):
             monkeypatch.delenv(name)
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see only the settings they make."""
+    clean_environment(monkeypatch)
 
 
 # --- databases ----------------------------------------------------------------------------------
@@ -253,10 +258,8 @@ def gemini_server() -> Iterator[Any]:
         yield server
 
 
-@pytest.fixture
-def gemini(gemini_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A reset fake server, with the SDK's environment pointing at nothing else."""
-    gemini_server.reset()
+def gemini_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's environment: a key, and nothing pointing it elsewhere."""
     monkeypatch.setenv("GOOGLE_API_KEY", "test-key")
     for name in (
         "GOOGLE_GEMINI_BASE_URL",
@@ -264,6 +267,13 @@ def gemini(gemini_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         "GOOGLE_GENAI_USE_ENTERPRISE",
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def gemini(gemini_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A reset fake server, with the SDK's environment pointing at nothing else."""
+    gemini_server.reset()
+    gemini_environment(monkeypatch)
     return gemini_server
 
 

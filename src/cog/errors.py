@@ -15,6 +15,11 @@ class CogError(Exception):
         self.message = message
         self.extra = extra
 
+    @property
+    def answer_extra(self) -> dict[str, Any]:
+        """What an HTTP answer carries besides `detail` (JSON values only)."""
+        return self.extra
+
 
 class NotFound(CogError):
     status_code = 404
@@ -69,3 +74,9 @@ class ProviderError(CogError):
     def __init__(self, message: str, *, retryable: bool = False, **extra: Any) -> None:
         super().__init__(message, **extra)
         self.retryable = retryable
+
+    @property
+    def answer_extra(self) -> dict[str, Any]:
+        # `extra` is the engine's record of the call (the `Attempt`s, the provider's own status
+        # and detail): not JSON, and the message already says what went wrong.
+        return {}

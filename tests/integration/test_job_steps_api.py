@@ -160,6 +160,9 @@ REFUSALS: dict[str, tuple[Case, list[str]]] = {
     "image_size on an llm step": (lambda c: [llm(image_size="2K")], ["step 0", "image_size"]),
     "aspect ratio not offered": (lambda c: [image(aspect_ratio="7:5")], ["step 0", "aspect_ratio"]),
     "temperature out of range": (lambda c: [llm(temperature=3)], ["step 0", "temperature"]),
+    # JSON booleans are not numbers (Pydantic alone would read them as 0 and 1).
+    "temperature false": (lambda c: [llm(temperature=False)], ["step 0", "temperature"]),
+    "count true": (lambda c: [image(count=True)], ["step 0", "count"]),
     "a step with extra fields": (
         lambda c: [{"kind": "llm", "prompt": "x", "name": "oops", "position": 0}],
         ["step 0", "name", "position"],

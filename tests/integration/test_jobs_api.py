@@ -78,6 +78,28 @@ async def test_draft_saves_steps_from_the_model(
     assert runs.json()["items"] == []
 
 
+@pytest.mark.parametrize(("failures", "status", "words"), [(1, 400, "400"), (4, 503, "4 attempts")])
+async def test_a_draft_the_model_fails_is_a_502_that_says_why(
+    gemini_client: httpx.AsyncClient,
+    gemini: Any,
+    series_with_image: Any,
+    failures: int,
+    status: int,
+    words: str,
+) -> None:
+    # The provider's error carries the engine's record of the call, which is not JSON: the
+    # answer was a 500 instead of this.
+    series, _, _ = series_with_image
+    job = await make_job(gemini_client, series["id"])
+    gemini.fail_next(failures, status=status)
+    response = await gemini_client.post(f"/api/jobs/{job['id']}/draft")
+    assert response.status_code == 502, response.text
+    body = response.json()
+    assert list(body) == ["detail"] and words in body["detail"], body
+    after = await gemini_client.get(f"/api/jobs/{job['id']}")
+    assert after.json()["steps"] == []
+
+
 async def test_llm_step_feeds_an_image_step_with_a_reference(
     gemini_client: httpx.AsyncClient,
     gemini: Any,

@@ -503,3 +503,46 @@ async def test_a_limit_out_of_range_is_refused(client: httpx.AsyncClient) -> Non
     for limit in ("0", "-1", "501", "10000", "ten"):
         body = assert_refused(await client.get("/api/series", params={"limit": limit}), 422)
         assert "limit" in body["detail"], limit
+
+
+async def test_a_method_the_path_does_not_serve_names_every_one_it_does(
+    client: httpx.AsyncClient,
+) -> None:
+    # Starlette's `Allow` named the methods of the first route on the path only.
+    series = await make_series(client, "A")
+    for path, served in (
+        (f"/api/series/{series['id']}", {"GET", "PATCH", "DELETE"}),
+        ("/api/series", {"GET", "POST"}),
+        (f"/api/series/{series['id']}/images", {"GET", "POST"}),
+    ):
+        for method in ("OPTIONS", "PUT"):
+            response = await client.request(method, path)
+            assert_refused(response, 405)
+            assert set(response.headers["allow"].split(", ")) == served, (method, path)
+
+
+async def test_the_document_describes_what_the_api_answers(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            # Every refusal is JSON with a `detail` string, the 422 of a body that does not
+            # parse included (FastAPI documents a list there by default).
+            for status in ("401", "404", "422"):
+                schema = responses[status]["content"]["application/json"]["schema"]
+                name = schema["$ref"].rsplit("/", 1)[-1]
+                assert schemas[name]["properties"]["detail"]["type"] == "string", (path, method)
+            if method in ("post", "put", "patch") and "requestBody" in operation:
+                assert "400" in responses, (path, method)
+    # Fields that may be left out of a PATCH but not sent as null are not documented nullable.
+    assert schemas["SeriesUpdate"]["properties"]["title"]["type"] == "string"
+    assert schemas["ImageUpdate"]["properties"]["metadata"]["type"] == "object"
+    assert schemas["JobUpdate"]["properties"]["base_prompt"]["type"] == "string"
+    assert "null" in str(schemas["SeriesUpdate"]["properties"]["parent_id"])
+    # A title or tag of spaces is refused, and the document says so.
+    assert schemas["SeriesCreate"]["properties"]["title"]["pattern"] == r"\S"
+    assert assert_refused(await client.post("/api/series", json={"title": " \t "}), 422)
+    # A step is an object of known keys.
+    step = schemas["StepsReplace"]["properties"]["steps"]["items"]
+    assert step["additionalProperties"] is False and set(step["required"]) == {"kind", "prompt"}

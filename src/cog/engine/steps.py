@@ -11,7 +11,14 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from cog.domain import ASPECT_RATIOS, IMAGE_SIZES, MAX_IMAGES_PER_STEP, MAX_STEPS, StepKind
 from cog.engine.prompts import check_template
@@ -20,15 +27,23 @@ from cog.errors import Invalid
 STEP_REF = re.compile(r"^step:(\d+)$")
 
 
+def _not_a_bool(value: Any) -> Any:
+    """Pydantic reads `true` as 1 and `false` as 0; a number given as a boolean is a mistake.
+    (Numbers as text still pass: the page's form sends them so.)"""
+    if isinstance(value, bool):
+        raise ValueError("should be a number, not true or false")
+    return value
+
+
 class StepConfig(BaseModel):
     """Step settings. Unknown keys are refused so a typo never silently does nothing."""
 
     model_config = ConfigDict(extra="forbid")
 
-    count: Annotated[int, Field(ge=1, le=MAX_IMAGES_PER_STEP)] = 1
+    count: Annotated[int, Field(ge=1, le=MAX_IMAGES_PER_STEP), BeforeValidator(_not_a_bool)] = 1
     aspect_ratio: Literal[ASPECT_RATIOS] | None = None  # type: ignore[valid-type]
     image_size: Literal[IMAGE_SIZES] | None = None  # type: ignore[valid-type]
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0), BeforeValidator(_not_a_bool)] | None = None
     input_images: Annotated[list[str], Field(max_length=14)] = []
 
     @field_validator("input_images")

@@ -16,6 +16,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cog import __version__
 from cog.config import Settings
@@ -60,14 +61,18 @@ def create_app(settings: Settings) -> FastAPI:
         if page := error_page(request, exc.status_code, exc.message):
             return page
         return JSONResponse(
-            {"detail": exc.message, **exc.extra},
+            {"detail": exc.message, **exc.answer_extra},
             status_code=exc.status_code,
             headers=htmx_error_headers(request, exc.message),
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            # Starlette's `Allow` names the methods of the first route on the path only.
+            exc = StarletteHTTPException(405, exc.detail, {"Allow": _allowed_methods(request)})
         if page := error_page(request, exc.status_code, str(exc.detail)):
+            page.headers.update(exc.headers or {})
             return page
         return await http_exception_handler(request, exc)
 
@@ -117,6 +122,22 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(TokenGuard, token=settings.token)
     app.add_middleware(SecurityHeaders)
     return app
+
+
+ALLOW_PROBED = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods some route serves at the request's path, found by asking the routes (they
+    nest: FastAPI wraps each included router in a route of its own)."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in ALLOW_PROBED
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
 
 
 def _describe(err: object) -> str:

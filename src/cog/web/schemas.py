@@ -13,15 +13,25 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from cog.db.models import Image, Series
+from cog.engine.steps import StepSpec
 from cog.services.series import SeriesView
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Trimmed, then at least one character: the pattern says so in the document (a title of spaces
+# only is refused, and `minLength` alone would count the spaces).
+VISIBLE = r"\S"
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=VISIBLE)
+]
 Description = Annotated[str, StringConstraints(max_length=20_000)]
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Tag = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=VISIBLE)
+]
 Tags = Annotated[list[Tag], Field(max_length=100)]
 
 
@@ -77,6 +87,57 @@ class Input(BaseModel):
         return self
 
 
+# --- errors -------------------------------------------------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    """Every refusal: `detail` says what went wrong, in plain words. Some carry more (an upload
+    names each refused file in `files`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    detail: str
+
+
+class ValidationErrorOut(ErrorOut):
+    """A request that does not parse lists each problem in `errors`, as Pydantic found it."""
+
+    errors: list[dict[str, Any]] | None = None
+
+
+ERRORS: dict[int, tuple[type[ErrorOut], str]] = {
+    400: (ErrorOut, "The body could not be read (it is not UTF-8 JSON, or not multipart)."),
+    401: (ErrorOut, "This Cog has a token (`COG_API_TOKEN`) and the request did not send it."),
+    404: (ErrorOut, "Something the request names does not exist."),
+    409: (ErrorOut, "The request clashes with the current state."),
+    413: (ErrorOut, "A file or the batch is too large."),
+    415: (ErrorOut, "A file is not an accepted image type."),
+    422: (ValidationErrorOut, "The request is malformed or breaks a rule; `detail` says which."),
+    502: (ErrorOut, "The model provider failed or refused."),
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the refusals a route can answer, each `{"detail": ...}` JSON."""
+    return {code: {"model": ERRORS[code][0], "description": ERRORS[code][1]} for code in codes}
+
+
+def json_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The same for a route whose answer is not JSON (a stream): FastAPI documents a `model`
+    under the route's own media type, so these name the JSON schema by reference instead."""
+    return {
+        code: {
+            "description": ERRORS[code][1],
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{ERRORS[code][0].__name__}"}
+                }
+            },
+        }
+        for code in codes
+    }
+
+
 class SeriesCreate(Input):
     title: Title
     description: Description = ""
@@ -84,12 +145,17 @@ class SeriesCreate(Input):
     parent_id: uuid.UUID | None = None
 
 
+# A field of a PATCH body that may be left out but not sent as null: the document says so, and
+# the route refuses a null with a 422 that names the field.
+NotNull = SkipJsonSchema[None]
+
+
 class SeriesUpdate(Input):
     """Only the fields sent change. `parent_id: null` moves the series to the top level."""
 
-    title: Title | None = None
-    description: Description | None = None
-    tags: Tags | None = None
+    title: Title | NotNull = None
+    description: Description | NotNull = None
+    tags: Tags | NotNull = None
     parent_id: uuid.UUID | None = None
 
 
@@ -205,9 +271,9 @@ class ImageList(BaseModel):
 class ImageUpdate(Input):
     """Only the fields sent change. `series_id` moves the image to another series."""
 
-    series_id: uuid.UUID | None = None
+    series_id: uuid.UUID | NotNull = None
     original_filename: Annotated[str, StringConstraints(max_length=255)] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | NotNull = None
 
 
 # --- jobs and runs ------------------------------------------------------------------------------
@@ -222,14 +288,39 @@ class JobCreate(Input):
 
 
 class JobUpdate(Input):
-    title: JobTitle | None = None
-    base_prompt: BasePrompt | None = None
+    title: JobTitle | NotNull = None
+    base_prompt: BasePrompt | NotNull = None
+
+
+def _inline_refs(schema: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return _inline_refs(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+        return {key: _inline_refs(value, defs) for key, value in schema.items() if key != "$defs"}
+    if isinstance(schema, list):
+        return [_inline_refs(item, defs) for item in schema]
+    return schema
+
+
+def _step_json_schema(*, partial: bool) -> dict[str, Any]:
+    """The documented shape of a step, from the model the service checks steps with (inlined:
+    a body's schema cannot bring definitions of its own). Steps arrive as plain objects so that
+    the service can name every problem of a list at once, step by step."""
+    schema = StepSpec.model_json_schema()
+    inlined: dict[str, Any] = _inline_refs(schema, schema.get("$defs", {}))
+    if partial:
+        inlined.pop("required", None)
+        inlined["title"] = "StepChange"
+    return inlined
+
+
+StepIn = Annotated[dict[str, Any], WithJsonSchema(_step_json_schema(partial=False))]
 
 
 class StepsReplace(Input):
     """The whole ordered list. Each step: `{"kind", "prompt", "model", "config"}`."""
 
-    steps: list[dict[str, Any]] = Field(max_length=50)
+    steps: list[StepIn] = Field(max_length=50)
 
 
 def _storable_step(value: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +331,11 @@ def _storable_step(value: dict[str, Any]) -> dict[str, Any]:
 
 # The fields of one step to change (`PATCH /api/jobs/{id}/steps/{position}`); the step rules
 # are checked by the service, what no database can store is refused here, as in `Input`.
-StepChange = Annotated[dict[str, Any], AfterValidator(_storable_step)]
+StepChange = Annotated[
+    dict[str, Any],
+    AfterValidator(_storable_step),
+    WithJsonSchema(_step_json_schema(partial=True)),
+]
 
 
 class StepOut(BaseModel):

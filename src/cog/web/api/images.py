@@ -15,9 +15,9 @@ from cog.services import images as images_service
 from cog.services.images import IncomingFile
 from cog.storage import StoredObjectMissing
 from cog.web.deps import SessionDep, SettingsDep, StoreDep
-from cog.web.schemas import ImageList, ImageOut, ImageUpdate
+from cog.web.schemas import ImageList, ImageOut, ImageUpdate, error_responses
 
-router = APIRouter(prefix="/api", tags=["images"])
+router = APIRouter(prefix="/api", tags=["images"], responses=error_responses(401, 404, 422))
 
 # Image bytes behind an id never change, so browsers may keep them; `private` because a token
 # may guard them.
@@ -28,18 +28,14 @@ CACHE_FOREVER = "private, max-age=31536000, immutable"
     "/series/{series_id}/images",
     response_model=ImageList,
     status_code=status.HTTP_201_CREATED,
-    responses={
-        413: {"description": "A file or the batch is too large."},
-        415: {"description": "A file is not an accepted image type."},
-        422: {"description": "A file is empty, damaged or truncated."},
-    },
+    responses=error_responses(400, 413, 415),
 )
 async def upload_images(
     series_id: uuid.UUID,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
-    files: Annotated[list[UploadFile], File(description="One or more images.")],
+    files: Annotated[list[UploadFile], File(description="One or more images.", min_length=1)],
 ) -> ImageList:
     """Upload images. Every file is verified; if one is refused, none is kept."""
     incoming = [IncomingFile(f.filename, f.file) for f in files]
@@ -64,7 +60,7 @@ async def get_image(image_id: uuid.UUID, session: SessionDep) -> ImageOut:
     return ImageOut.of(await images_service.require(session, image_id))
 
 
-@router.patch("/images/{image_id}", response_model=ImageOut)
+@router.patch("/images/{image_id}", response_model=ImageOut, responses=error_responses(400))
 async def update_image(image_id: uuid.UUID, body: ImageUpdate, session: SessionDep) -> ImageOut:
     sent = body.model_fields_set
     for field in ("series_id", "metadata"):

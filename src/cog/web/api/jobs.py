@@ -28,9 +28,11 @@ from cog.web.schemas import (
     StepChange,
     StepOut,
     StepsReplace,
+    error_responses,
+    json_error_responses,
 )
 
-router = APIRouter(prefix="/api", tags=["jobs"])
+router = APIRouter(prefix="/api", tags=["jobs"], responses=error_responses(401, 404, 422))
 
 
 async def job_out(session: AsyncSession, job: Job) -> JobOut:
@@ -77,7 +79,12 @@ async def list_jobs(
     )
 
 
-@router.post("/series/{series_id}/jobs", response_model=JobOut, status_code=201)
+@router.post(
+    "/series/{series_id}/jobs",
+    response_model=JobOut,
+    status_code=201,
+    responses=error_responses(400),
+)
 async def create_job(series_id: uuid.UUID, body: JobCreate, session: SessionDep) -> JobOut:
     job = await jobs_service.create(
         session, series_id, title=body.title, base_prompt=body.base_prompt
@@ -90,7 +97,7 @@ async def get_job(job_id: uuid.UUID, session: SessionDep) -> JobOut:
     return await job_out(session, await jobs_service.require(session, job_id))
 
 
-@router.patch("/jobs/{job_id}", response_model=JobOut)
+@router.patch("/jobs/{job_id}", response_model=JobOut, responses=error_responses(400))
 async def update_job(job_id: uuid.UUID, body: JobUpdate, session: SessionDep) -> JobOut:
     changes = {field: getattr(body, field) for field in body.model_fields_set}
     for field, value in changes.items():
@@ -107,7 +114,7 @@ async def delete_job(job_id: uuid.UUID, session: SessionDep, state: StateDep) ->
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/jobs/{job_id}/draft", response_model=JobOut)
+@router.post("/jobs/{job_id}/draft", response_model=JobOut, responses=error_responses(502))
 async def draft_job(
     job_id: uuid.UUID, session: SessionDep, store: StoreDep, state: StateDep
 ) -> JobOut:
@@ -116,13 +123,15 @@ async def draft_job(
     return await job_out(session, job)
 
 
-@router.put("/jobs/{job_id}/steps", response_model=JobOut)
+@router.put("/jobs/{job_id}/steps", response_model=JobOut, responses=error_responses(400))
 async def replace_steps(job_id: uuid.UUID, body: StepsReplace, session: SessionDep) -> JobOut:
     """Replace the whole ordered list of steps. A refused list changes nothing."""
     return await job_out(session, await jobs_service.replace_steps(session, job_id, body.steps))
 
 
-@router.patch("/jobs/{job_id}/steps/{position}", response_model=JobOut)
+@router.patch(
+    "/jobs/{job_id}/steps/{position}", response_model=JobOut, responses=error_responses(400)
+)
 async def update_step(
     job_id: uuid.UUID, position: int, body: StepChange, session: SessionDep
 ) -> JobOut:
@@ -157,7 +166,7 @@ async def get_run(run_id: uuid.UUID, session: SessionDep) -> RunOut:
     return RunOut.model_validate(await runs_service.view(session, run_id))
 
 
-@router.post("/runs/{run_id}/cancel", response_model=RunOut)
+@router.post("/runs/{run_id}/cancel", response_model=RunOut, responses=error_responses(409))
 async def cancel_run(run_id: uuid.UUID, session: SessionDep, state: StateDep) -> RunOut:
     """Stop the run: the step in flight stops, what finished is kept."""
     await runs_service.request_cancel(session, run_id)
@@ -175,7 +184,7 @@ async def existing_run(run_id: uuid.UUID, session: SessionDep) -> uuid.UUID:
 @router.get(
     "/runs/{run_id}/events",
     response_class=EventSourceResponse,
-    responses={404: {"description": "There is no such run."}},
+    responses=json_error_responses(401, 404, 422),
 )
 async def run_events(
     run_id: Annotated[uuid.UUID, Depends(existing_run)], state: StateDep

@@ -10,9 +10,16 @@ from fastapi import APIRouter, Query, Response, status
 from cog.errors import Invalid
 from cog.services import series as series_service
 from cog.web.deps import SessionDep, StoreDep
-from cog.web.schemas import SearchText, SeriesCreate, SeriesList, SeriesOut, SeriesUpdate
+from cog.web.schemas import (
+    SearchText,
+    SeriesCreate,
+    SeriesList,
+    SeriesOut,
+    SeriesUpdate,
+    error_responses,
+)
 
-router = APIRouter(prefix="/api/series", tags=["series"])
+router = APIRouter(prefix="/api/series", tags=["series"], responses=error_responses(401, 404, 422))
 
 
 @router.get("", response_model=SeriesList)
@@ -45,7 +52,12 @@ async def list_series(
     )
 
 
-@router.post("", response_model=SeriesOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=SeriesOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400),
+)
 async def create_series(body: SeriesCreate, session: SessionDep) -> SeriesOut:
     created = await series_service.create(
         session,
@@ -62,7 +74,7 @@ async def get_series(series_id: uuid.UUID, session: SessionDep) -> SeriesOut:
     return SeriesOut.of_view(await series_service.view(session, series_id))
 
 
-@router.patch("/{series_id}", response_model=SeriesOut)
+@router.patch("/{series_id}", response_model=SeriesOut, responses=error_responses(400, 409))
 async def update_series(series_id: uuid.UUID, body: SeriesUpdate, session: SessionDep) -> SeriesOut:
     sent = body.model_fields_set
     for field in ("title", "description", "tags"):
@@ -73,7 +85,9 @@ async def update_series(series_id: uuid.UUID, body: SeriesUpdate, session: Sessi
     return SeriesOut.of_view(await series_service.view(session, series_id))
 
 
-@router.delete("/{series_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{series_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(409)
+)
 async def delete_series(
     series_id: uuid.UUID,
     session: SessionDep,
