@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.db import jobs as jobs_db
 from cog.db import runs as runs_db
+from cog.db import versions as versions_db
 from cog.db.base import utcnow
 from cog.db.models import Image, Job, JobRun, JobStep
 from cog.db.pages import Page, check_limit
@@ -145,12 +146,15 @@ async def draft(
         .order_by(Image.created_at.desc())
         .limit(DRAFT_IMAGES)
     )
+    shown = list(recent.scalars())
+    current = await versions_db.current_ids(session, shown)
     images: list[InputImage] = []
-    for image in recent.scalars():
-        try:  # thumbnails: enough to show the style, a fraction of the tokens
-            images.append(InputImage(await store.get(thumbnail_key(image.id)), "image/webp"))
+    for image in shown:
+        try:  # thumbnails of what the images look like now: the style, a fraction of the tokens
+            thumb = await store.get(thumbnail_key(current[image.id]))
         except StoredObjectMissing:
             continue
+        images.append(InputImage(thumb, "image/webp"))
     drafted, _result = await draft_steps(
         text,
         base_prompt=job.base_prompt,

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 
 def image_key(image_id: uuid.UUID, extension: str) -> str:
     return f"images/{image_id.hex[:2]}/{image_id}.{extension}"
 
 
-def thumbnail_key(image_id: uuid.UUID) -> str:
-    return f"thumbs/{image_id.hex[:2]}/{image_id}.webp"
+def thumbnail_key(version_id: uuid.UUID) -> str:
+    """The thumbnail of one version of an image; an image's own id names that of version 1."""
+    return f"thumbs/{version_id.hex[:2]}/{version_id}.webp"
+
+
+def version_key(version_id: uuid.UUID, extension: str) -> str:
+    """The file of one version of an image. Version 1 has the image's own id, so its key is the
+    image's key; every later version has a key of its own, and no file is ever overwritten."""
+    return image_key(version_id, extension)
+
+
+def version_objects(
+    versions: Iterable[tuple[uuid.UUID, str]], extra: Iterable[str] = ()
+) -> list[str]:
+    """Every stored object of the given versions (id, file key): files and thumbnails, each
+    once, with `extra` keys first."""
+    pairs = list(versions)
+    keys = dict.fromkeys([*extra, *(path for _, path in pairs)])
+    keys.update(dict.fromkeys(thumbnail_key(version_id) for version_id, _ in pairs))
+    return list(keys)
