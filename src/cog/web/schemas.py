@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any, Self
 
 from pydantic import (
@@ -282,6 +283,19 @@ class VersionOut(BaseModel):
             file_url=f"{base}/file",
             thumbnail_url=f"{base}/thumbnail",
         )
+
+    @classmethod
+    def all_of(cls, image: Image, versions: Sequence[ImageVersion]) -> list[VersionOut]:
+        """Every version of the image, each saying which one it restores."""
+        numbers = {v.id: v.number for v in versions}
+        return [
+            cls.of(
+                v,
+                current=image.version,
+                restored_from=numbers.get(v.restored_from_id) if v.restored_from_id else None,
+            )
+            for v in versions
+        ]
 
 
 class VersionList(BaseModel):

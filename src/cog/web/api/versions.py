@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response, status
@@ -13,7 +12,6 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from cog.db.lineage import Link
-from cog.db.models import Image, ImageVersion
 from cog.errors import Invalid, UnsupportedMedia
 from cog.services import versions as versions_service
 from cog.services.images import IncomingFile
@@ -59,23 +57,11 @@ _NEW_VERSION_BODY: dict[str, Any] = {
 }
 
 
-def version_outs(image: Image, versions: Sequence[ImageVersion]) -> list[VersionOut]:
-    numbers = {v.id: v.number for v in versions}
-    return [
-        VersionOut.of(
-            v,
-            current=image.version,
-            restored_from=numbers.get(v.restored_from_id) if v.restored_from_id else None,
-        )
-        for v in versions
-    ]
-
-
 @router.get("/images/{image_id}/versions", response_model=VersionList)
 async def list_versions(image_id: uuid.UUID, session: SessionDep) -> VersionList:
     """Every version of the image, oldest first; `is_current` marks the one the image shows."""
     image, versions = await versions_service.listing(session, image_id)
-    return VersionList(items=version_outs(image, versions))
+    return VersionList(items=VersionOut.all_of(image, versions))
 
 
 @router.post(
@@ -148,7 +134,7 @@ async def add_version(
 @router.get("/images/{image_id}/versions/{number}", response_model=VersionOut)
 async def get_version(image_id: uuid.UUID, number: Number, session: SessionDep) -> VersionOut:
     image, versions = await versions_service.listing(session, image_id)
-    for out in version_outs(image, versions):
+    for out in VersionOut.all_of(image, versions):
         if out.number == number:
             return out
     await versions_service.require(session, image_id, number)  # says which versions there are
