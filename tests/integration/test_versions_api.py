@@ -368,6 +368,11 @@ async def test_bad_version_requests_are_refused(client: httpx.AsyncClient) -> No
     await refused(await client.get(f"{base}/versions/7/file"), 404)
     await refused(await client.post(f"{base}/versions/7/split"), 404)
     await refused(await client.get(f"{base}/versions/0"), 422)
+    # Past what the database's INTEGER holds: still just a version that is not there.
+    huge = 2**64
+    await refused(await client.get(f"{base}/versions/{huge}/thumbnail"), 404)
+    await refused(await client.post(f"{base}/versions/{huge}/restore"), 404)
+    await refused(await client.post(f"{base}/versions", json={"prompt": "x", "version": huge}), 404)
     await refused(await client.post(f"{base}/versions", json={"prompt": "   "}), 422)
     await refused(await client.post(f"{base}/versions", json={"prompt": "x", "colour": 1}), 422)
     await refused(await client.post(f"{base}/versions", json={"prompt": "x", "version": 5}), 404)

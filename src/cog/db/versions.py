@@ -76,24 +76,6 @@ async def make_current(
     return number
 
 
-async def current_ids(session: AsyncSession, images: Sequence[Image]) -> dict[uuid.UUID, uuid.UUID]:
-    """The id of each image's current version. Version 1 has the image's id, so only images
-    that were changed cost a lookup."""
-    found = {image.id: image.id for image in images if image.version == 1}
-    changed = [image for image in images if image.version != 1]
-    if changed:
-        rows = await session.execute(
-            sa.select(ImageVersion.image_id, ImageVersion.id)
-            .join(Image, Image.id == ImageVersion.image_id)
-            .where(
-                ImageVersion.image_id.in_([image.id for image in changed]),
-                ImageVersion.number == Image.version,
-            )
-        )
-        found.update({row.image_id: row.id for row in rows})
-    return found
-
-
 async def files_of_image(session: AsyncSession, image_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
     """(version id, storage path) of every version of the image."""
     rows = await session.execute(

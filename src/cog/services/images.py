@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.config import Settings
 from cog.db import images as images_db
+from cog.db import lineage as lineage_db
 from cog.db import versions as versions_db
 from cog.db.base import utcnow
 from cog.db.models import Image, ImageVersion
@@ -296,7 +297,7 @@ async def thumbnail(
     session: AsyncSession, store: ObjectStore, settings: Settings, image: Image
 ) -> bytes:
     """The thumbnail of the image's current version."""
-    version_id = (await versions_db.current_ids(session, [image]))[image.id]
+    version_id = (await current_version_ids(session, [image]))[image.id]
     return await stored_thumbnail(
         store,
         settings,
@@ -305,6 +306,17 @@ async def thumbnail(
         size=(image.width, image.height),
         what=f"image {image.id}",
     )
+
+
+async def current_version_ids(
+    session: AsyncSession, images: Sequence[Image]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """The id of each image's current version. Version 1 has the image's id, so only images
+    that were changed cost a lookup (most images never are)."""
+    found = {image.id: image.id for image in images if image.version == 1}
+    changed = [image.id for image in images if image.version != 1]
+    found.update(await lineage_db.current_versions(session, changed))
+    return found
 
 
 async def stored_thumbnail(

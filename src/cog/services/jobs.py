@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.db import jobs as jobs_db
 from cog.db import runs as runs_db
-from cog.db import versions as versions_db
 from cog.db.base import utcnow
 from cog.db.models import Image, Job, JobRun, JobStep
 from cog.db.pages import Page, check_limit
@@ -20,6 +19,7 @@ from cog.engine.drafting import draft_steps
 from cog.engine.steps import StepSpec, image_refs, parse_steps, validate_steps
 from cog.errors import Invalid, NotFound
 from cog.providers.base import InputImage, TextProvider
+from cog.services import images as images_service
 from cog.services import series as series_service
 from cog.storage import ObjectStore, StoredObjectMissing
 from cog.storage.keys import thumbnail_key
@@ -147,7 +147,7 @@ async def draft(
         .limit(DRAFT_IMAGES)
     )
     shown = list(recent.scalars())
-    current = await versions_db.current_ids(session, shown)
+    current = await images_service.current_version_ids(session, shown)
     images: list[InputImage] = []
     for image in shown:
         try:  # thumbnails of what the images look like now: the style, a fraction of the tokens

@@ -34,6 +34,7 @@ from cog.storage import ObjectStore, StoredObjectMissing
 from cog.storage.keys import image_key, thumbnail_key, version_key
 
 MAX_PROMPT = 20_000
+MAX_NUMBER = 2**31 - 1
 _EXTENSIONS = dict(IMAGE_FORMATS.values())  # mime type -> extension
 
 
@@ -56,7 +57,8 @@ async def require(
     session: AsyncSession, image_id: uuid.UUID, number: int
 ) -> tuple[Image, ImageVersion]:
     image = await images_service.require(session, image_id)
-    version = await versions_db.get(session, image.id, number)
+    # Numbers past the column's range (an INTEGER) are not versions either.
+    version = await versions_db.get(session, image.id, number) if 0 < number <= MAX_NUMBER else None
     if version is None:
         raise NotFound(
             f"Image {image_id} has no version {number}; its versions are 1 to {image.version}."
