@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import boto3
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -22,7 +23,8 @@ from PIL import Image
 from cog.config import Settings
 from cog.db.models import ImageParent, ImageVersion
 from cog.db.session import make_engine
-from tests.conftest import stored_keys, wait_for_run
+from cog.web.app import create_app
+from tests.conftest import make_settings, open_client, stored_keys, wait_for_run
 from tests.factories import image_bytes, make_series, upload
 
 EDIT = "make the sky stormy"
@@ -583,3 +585,49 @@ async def test_lineage_of_a_two_step_job_survives_deleting_the_job(
     )
     ref_lineage = await ok(await client.get(f"/api/images/{reference['id']}/lineage"))
     assert [(c["image_id"], c["own_version"]) for c in ref_lineage["children"]] == [(first, 1)]
+
+
+# --- against the S3 store -----------------------------------------------------------------------
+
+
+@pytest.mark.s3
+async def test_versions_in_a_bucket_and_their_removal(
+    tmp_path: Path, database_url: str, s3_storage: dict[str, str]
+) -> None:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_storage["s3_endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    prefix = urlparse(s3_storage["storage_url"]).path.strip("/") + "/"
+
+    def bucket() -> dict[str, bytes]:
+        listed = s3.list_objects_v2(Bucket="cog-images", Prefix=prefix).get("Contents", [])
+        return {
+            item["Key"][len(prefix) :]: s3.get_object(Bucket="cog-images", Key=item["Key"])[
+                "Body"
+            ].read()
+            for item in listed
+        }
+
+    settings = make_settings(tmp_path, database_url=database_url, **s3_storage)
+    async for client in open_client(create_app(settings)):
+        series = await make_series(client, "Cloud")
+        first, second = image_bytes(40, 30), image_bytes(30, 40, "JPEG")
+        image = await new_image(client, series["id"], first)
+        base = f"/api/images/{image['id']}"
+        await ok(
+            await client.post(f"{base}/versions", files={"file": ("b.jpg", second, "image/jpeg")}),
+            201,
+        )
+        await ok(await client.post(f"{base}/versions/1/restore"), 201)
+        files = {k: v for k, v in bucket().items() if k.startswith("images/")}
+        assert sorted(sha(v) for v in files.values()) == sorted(
+            [sha(first), sha(second), sha(first)]
+        )
+        assert (await client.get(f"{base}/file")).content == first
+        assert (await client.get(f"{base}/versions/2/file")).content == second
+        assert (await client.delete(base)).status_code == 204
+        assert bucket() == {}
