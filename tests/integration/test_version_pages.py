@@ -97,6 +97,10 @@ async def test_a_refused_edit_or_replacement_comes_back_in_its_form(
     empty = await client.post(f"/cog/images/{image['id']}/edit", data={"prompt": "   "}, headers=HX)
     assert empty.status_code == 422
     assert 'id="edit-form"' in empty.text and "Say what to change" in empty.text
+    nul = await client.post(
+        f"/cog/images/{image['id']}/edit", data={"prompt": "a\x00b"}, headers=HX
+    )
+    assert nul.status_code == 422 and "NUL" in nul.text
 
     refused = await client.post(
         f"/cog/images/{image['id']}/replace",

@@ -95,6 +95,8 @@ async def edit(
     prompt = prompt.strip()
     if not prompt:
         raise Invalid("Say what to change, for example “make the sky stormy”.")
+    if "\x00" in prompt:
+        raise Invalid("The prompt cannot contain NUL characters.")
     if len(prompt) > MAX_PROMPT:
         raise Invalid(f"The prompt is {len(prompt):,} characters; at most {MAX_PROMPT:,} are.")
     image = await images_service.require(session, image_id)
