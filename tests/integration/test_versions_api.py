@@ -249,6 +249,23 @@ async def test_an_edit_can_start_from_an_earlier_version(
     assert links == {(versions[2], versions[1]), (versions[3], versions[1])}
 
 
+async def test_a_gif_is_sent_to_the_model_as_png(
+    gemini_client: httpx.AsyncClient, gemini: Any
+) -> None:
+    series = await make_series(gemini_client, "Gifs")
+    gif = image_bytes(30, 20, "GIF")
+    response = await upload(gemini_client, series["id"], ("loop.gif", gif, "image/gif"))
+    image = (await ok(response, 201))["items"][0]
+    await ok(
+        await gemini_client.post(f"/api/images/{image['id']}/versions", json={"prompt": EDIT}),
+        201,
+    )
+    (sent,) = gemini.requests[-1].images
+    assert sent.mime_type == "image/png"
+    with Image.open(io.BytesIO(sent.data)) as picture:
+        assert (picture.format, picture.size) == ("PNG", (30, 20))
+
+
 async def test_the_preview_provider_edits_without_a_key(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:

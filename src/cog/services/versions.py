@@ -26,7 +26,7 @@ from cog.db.lineage import Link, Parent
 from cog.db.models import Image, ImageVersion
 from cog.domain import IMAGE_FORMATS, ImageSource, LineageRole, VersionSource
 from cog.errors import CogError, Conflict, Invalid, NotFound, ProviderError
-from cog.imaging import VerifiedImage
+from cog.imaging import VerifiedImage, for_model
 from cog.providers.base import ImageProvider, InputImage
 from cog.services import images as images_service
 from cog.services.images import IncomingFile, delete_quietly, display_name
@@ -103,11 +103,13 @@ async def edit(
     _, base = await require(session, image_id, from_number or image.version)
     # Nothing stays open in the database while the model works, which can take a minute.
     await session.commit()
-    data = await _read(store, base)
+    data, mime_type = await anyio.to_thread.run_sync(
+        for_model, await _read(store, base), base.mime_type
+    )
     try:
         result = await provider.generate_image(
             prompt=prompt,
-            references=[InputImage(data=data, mime_type=base.mime_type)],
+            references=[InputImage(data=data, mime_type=mime_type)],
             model=settings.image_model,
         )
     except ProviderError as exc:
