@@ -10,6 +10,23 @@ class ImageSource(StrEnum):
     generated = "generated"
 
 
+class VersionSource(StrEnum):
+    """How a version of an image came to be."""
+
+    upload = "upload"  # the first file, or a replacement a person uploaded
+    generated = "generated"  # made by a job's image step
+    edit = "edit"  # the image model changed the version before it, by a prompt
+    restore = "restore"  # an earlier version made current again (a copy of it)
+
+
+class LineageRole(StrEnum):
+    """Why one image version is a parent of another."""
+
+    reference = "reference"  # a reference image of the step that made the child
+    input = "input"  # the image a batch run was run for
+    edit = "edit"  # the child is an edit of it (or was split off from it)
+
+
 class StepKind(StrEnum):
     llm = "llm"
     image = "image"

@@ -214,3 +214,21 @@ def thumbnail_from_bytes(data: bytes, px: int) -> bytes:
     """Thumbnail of an image already verified and stored (regenerating a lost thumbnail)."""
     with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as image:
         return _decode_to_thumbnail(image, px)
+
+
+# What Gemini's models take as input images; other accepted formats are sent as PNG.
+MODEL_INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+
+
+def for_model(data: bytes, mime_type: str) -> tuple[bytes, str]:
+    """An image as a model can read it: PNG, JPEG and WebP as they are, GIF and AVIF (which
+    Gemini refuses) as a PNG of the first frame."""
+    if mime_type in MODEL_INPUT_TYPES:
+        return data, mime_type
+    with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as image:
+        frame = ImageOps.exif_transpose(image)
+        if frame.mode not in ("RGB", "RGBA"):
+            frame = frame.convert("RGBA" if "transparency" in frame.info else "RGB")
+        out = io.BytesIO()
+        frame.save(out, format="PNG")
+    return out.getvalue(), "image/png"

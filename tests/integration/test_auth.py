@@ -170,6 +170,7 @@ async def seed(client: httpx.AsyncClient) -> dict[str, str]:
         "job_id": job_id,
         "run_id": run_id,
         "position": "0",
+        "number": "1",
         "path": STATIC_FILE,
     }
 

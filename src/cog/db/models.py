@@ -75,7 +75,7 @@ class Image(Base):
     tags: Mapped[list[str]] = mapped_column(TagList, default=list)
     # The number of the current version. The file columns above (storage_path .. provider)
     # always describe that version, so galleries read one row per image.
-    version: Mapped[int] = mapped_column(sa.Integer, server_default="1")
+    version: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
 
 
 class ImageVersion(Base):

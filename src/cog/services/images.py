@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.config import Settings
 from cog.db import images as images_db
+from cog.db import lineage as lineage_db
+from cog.db import versions as versions_db
 from cog.db.base import utcnow
 from cog.db.models import Image, ImageVersion
 from cog.db.pages import Page, check_limit
@@ -25,7 +27,7 @@ from cog.errors import CogError, Invalid, NotFound, TooLarge
 from cog.imaging import VerifiedImage, thumbnail_fits, thumbnail_from_bytes, verify_image
 from cog.services import series as series_service
 from cog.storage import ObjectStore, StoredObjectMissing
-from cog.storage.keys import image_key, thumbnail_key
+from cog.storage.keys import image_key, thumbnail_key, version_objects
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def display_name(filename: str | None, index: int) -> str:
     return clean[:MAX_FILENAME] or f"file {index + 1}"
 
 
-async def _verify(settings: Settings, fp: IO[bytes], *, thumbnail: bool = True) -> VerifiedImage:
+async def verify(settings: Settings, fp: IO[bytes], *, thumbnail: bool = True) -> VerifiedImage:
     return await anyio.to_thread.run_sync(
         functools.partial(
             verify_image,
@@ -107,7 +109,7 @@ async def upload(
     refusals: list[tuple[str, CogError]] = []
     for name, incoming in zip(names, files, strict=True):
         try:
-            verified.append(await _verify(settings, incoming.file))
+            verified.append(await verify(settings, incoming.file))
         except CogError as err:
             refusals.append((name, err))
     if refusals:
@@ -161,7 +163,7 @@ async def store_generated(
     their transactions still happen one after another.
     """
     # The thumbnail is made on first request: a run should not wait for it.
-    verified = await _verify(settings, io.BytesIO(data), thumbnail=False)
+    verified = await verify(settings, io.BytesIO(data), thumbnail=False)
     image = Image(
         id=uuid.uuid4(),
         series_id=series_id,
@@ -246,7 +248,7 @@ async def _persist(
         await session.rollback()
         with anyio.CancelScope(shield=True):
             for key in written:
-                await _delete_quietly(store, key)
+                await delete_quietly(store, key)
         raise
 
 
@@ -279,35 +281,73 @@ async def update(
 
 
 async def delete(session: AsyncSession, store: ObjectStore, image_id: uuid.UUID) -> None:
+    """Delete the image with every version; the files go after the rows, so no row ever points
+    at a missing file."""
     image = await require(session, image_id)
-    paths = [image.storage_path, thumbnail_key(image.id)]
+    keys = version_objects(
+        await versions_db.files_of_image(session, image.id), [image.storage_path]
+    )
     await session.delete(image)
     await session.commit()
-    for key in paths:
-        await _delete_quietly(store, key)
+    for key in keys:
+        await delete_quietly(store, key)
 
 
-async def thumbnail(store: ObjectStore, settings: Settings, image: Image) -> bytes:
-    """The cached WebP thumbnail; made again (once) if it has gone missing or was made for
-    another `thumbnail_px`."""
-    key = thumbnail_key(image.id)
+async def thumbnail(
+    session: AsyncSession, store: ObjectStore, settings: Settings, image: Image
+) -> bytes:
+    """The thumbnail of the image's current version."""
+    version_id = (await current_version_ids(session, [image]))[image.id]
+    return await stored_thumbnail(
+        store,
+        settings,
+        version_id=version_id,
+        storage_path=image.storage_path,
+        size=(image.width, image.height),
+        what=f"image {image.id}",
+    )
+
+
+async def current_version_ids(
+    session: AsyncSession, images: Sequence[Image]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """The id of each image's current version. Version 1 has the image's id, so only images
+    that were changed cost a lookup (most images never are)."""
+    found = {image.id: image.id for image in images if image.version == 1}
+    changed = [image.id for image in images if image.version != 1]
+    found.update(await lineage_db.current_versions(session, changed))
+    return found
+
+
+async def stored_thumbnail(
+    store: ObjectStore,
+    settings: Settings,
+    *,
+    version_id: uuid.UUID,
+    storage_path: str,
+    size: tuple[int, int],
+    what: str,
+) -> bytes:
+    """The cached WebP thumbnail of one version; made again (once) if it has gone missing or
+    was made for another `thumbnail_px`."""
+    key = thumbnail_key(version_id)
     try:
         cached = await store.get(key)
     except StoredObjectMissing:
         pass
     else:
-        if thumbnail_fits(cached, settings.thumbnail_px, image.width, image.height):
+        if thumbnail_fits(cached, settings.thumbnail_px, *size):
             return cached
     try:
-        original = await store.get(image.storage_path)
+        original = await store.get(storage_path)
     except StoredObjectMissing as exc:
-        raise NotFound(f"The file of image {image.id} is missing from the store.") from exc
+        raise NotFound(f"The file of {what} is missing from the store.") from exc
     data = await anyio.to_thread.run_sync(thumbnail_from_bytes, original, settings.thumbnail_px)
     await store.put(key, data)
     return data
 
 
-async def _delete_quietly(store: ObjectStore, key: str) -> None:
+async def delete_quietly(store: ObjectStore, key: str) -> None:
     try:
         await store.delete(key)
     except Exception:

@@ -19,6 +19,7 @@ from cog.engine.drafting import draft_steps
 from cog.engine.steps import StepSpec, image_refs, parse_steps, validate_steps
 from cog.errors import Invalid, NotFound
 from cog.providers.base import InputImage, TextProvider
+from cog.services import images as images_service
 from cog.services import series as series_service
 from cog.storage import ObjectStore, StoredObjectMissing
 from cog.storage.keys import thumbnail_key
@@ -145,12 +146,15 @@ async def draft(
         .order_by(Image.created_at.desc())
         .limit(DRAFT_IMAGES)
     )
+    shown = list(recent.scalars())
+    current = await images_service.current_version_ids(session, shown)
     images: list[InputImage] = []
-    for image in recent.scalars():
-        try:  # thumbnails: enough to show the style, a fraction of the tokens
-            images.append(InputImage(await store.get(thumbnail_key(image.id)), "image/webp"))
+    for image in shown:
+        try:  # thumbnails of what the images look like now: the style, a fraction of the tokens
+            thumb = await store.get(thumbnail_key(current[image.id]))
         except StoredObjectMissing:
             continue
+        images.append(InputImage(thumb, "image/webp"))
     drafted, _result = await draft_steps(
         text,
         base_prompt=job.base_prompt,

@@ -10,11 +10,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.db import series as series_db
+from cog.db import versions as versions_db
 from cog.db.models import Series
 from cog.db.pages import Page, check_limit
 from cog.errors import Conflict, NotFound
 from cog.storage import ObjectStore
-from cog.storage.keys import thumbnail_key
+from cog.storage.keys import version_objects
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +147,13 @@ async def delete(
             "(counting the whole subtree). Delete with recursive=true (`cog series rm "
             "--recursive`) to remove them all."
         )
-    paths = await series_db.storage_paths_in(session, ids)
+    keys = version_objects(
+        await versions_db.files_in_series(session, ids),
+        await series_db.storage_paths_in(session, ids),
+    )
     await series_db.delete_many(session, ids)
     await session.commit()
-    await _remove_files(store, paths + [thumbnail_key(i) for i in image_ids])
+    await _remove_files(store, keys)
     return len(image_ids)
 
 

@@ -28,6 +28,7 @@ from cog.web import pages
 from cog.web.api import images as images_api
 from cog.web.api import jobs as jobs_api
 from cog.web.api import series as series_api
+from cog.web.api import versions as versions_api
 from cog.web.pages.errors import error_page, htmx_error_headers
 from cog.web.security import CrossSiteGuard, SecurityHeaders, TokenGuard
 
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(series_api.router)
     app.include_router(images_api.router)
+    app.include_router(versions_api.router)
     app.include_router(jobs_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any, Self
 
 from pydantic import (
@@ -18,7 +19,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from cog.db.models import Image, Series
+from cog.db.models import Image, ImageVersion, Series
 from cog.engine.steps import StepSpec
 from cog.services.series import SeriesView
 
@@ -235,8 +236,13 @@ class ImageOut(BaseModel):
     run_id: uuid.UUID | None
     step_id: uuid.UUID | None
     created_at: dt.datetime
+    version: int = Field(
+        description="The number of the current version; also how many versions there are, "
+        "since every change adds one and none is ever removed."
+    )
     file_url: str
     thumbnail_url: str
+    versions_url: str
 
     @classmethod
     def of(cls, image: Image) -> ImageOut:
@@ -258,8 +264,10 @@ class ImageOut(BaseModel):
             run_id=image.run_id,
             step_id=image.step_id,
             created_at=image.created_at,
+            version=image.version,
             file_url=f"/api/images/{image.id}/file",
             thumbnail_url=f"/api/images/{image.id}/thumbnail",
+            versions_url=f"/api/images/{image.id}/versions",
         )
 
 
@@ -274,6 +282,115 @@ class ImageUpdate(Input):
     series_id: uuid.UUID | NotNull = None
     original_filename: Annotated[str, StringConstraints(max_length=255)] | None = None
     metadata: dict[str, Any] | NotNull = None
+
+
+# --- versions and lineage ----------------------------------------------------------------------
+
+
+class VersionEdit(Input):
+    """An edit by prompt: the image model gets the version's file and the prompt."""
+
+    prompt: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)
+    ]
+    version: int | None = Field(
+        None, ge=1, description="The version to start from; the current one when left out."
+    )
+
+
+class VersionOut(BaseModel):
+    image_id: uuid.UUID
+    number: int
+    is_current: bool
+    source: str = Field(description="`upload`, `generated`, `edit` or `restore`.")
+    original_filename: str | None
+    mime_type: str
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
+    prompt: str | None
+    model: str | None
+    provider: str | None
+    metadata: dict[str, Any] = Field(description="For an edit, `model_text`: what the model said.")
+    restored_from: int | None = Field(None, description="For a restore: the version it copies.")
+    job_id: uuid.UUID | None
+    run_id: uuid.UUID | None
+    step_id: uuid.UUID | None
+    created_at: dt.datetime
+    file_url: str
+    thumbnail_url: str
+
+    @classmethod
+    def of(
+        cls, version: ImageVersion, *, current: int, restored_from: int | None = None
+    ) -> VersionOut:
+        base = f"/api/images/{version.image_id}/versions/{version.number}"
+        return cls(
+            image_id=version.image_id,
+            number=version.number,
+            is_current=version.number == current,
+            source=version.source,
+            original_filename=version.original_filename,
+            mime_type=version.mime_type,
+            width=version.width,
+            height=version.height,
+            size_bytes=version.size_bytes,
+            sha256=version.sha256,
+            prompt=version.prompt,
+            model=version.model,
+            provider=version.provider,
+            metadata=version.meta,
+            restored_from=restored_from,
+            job_id=version.job_id,
+            run_id=version.run_id,
+            step_id=version.step_id,
+            created_at=version.created_at,
+            file_url=f"{base}/file",
+            thumbnail_url=f"{base}/thumbnail",
+        )
+
+    @classmethod
+    def all_of(cls, image: Image, versions: Sequence[ImageVersion]) -> list[VersionOut]:
+        """Every version of the image, each saying which one it restores."""
+        numbers = {v.id: v.number for v in versions}
+        return [
+            cls.of(
+                v,
+                current=image.version,
+                restored_from=numbers.get(v.restored_from_id) if v.restored_from_id else None,
+            )
+            for v in versions
+        ]
+
+
+class VersionList(BaseModel):
+    """Every version, oldest first, in one page (`next_cursor` is always null)."""
+
+    items: list[VersionOut]
+    next_cursor: str | None = None
+
+
+class LinkOut(BaseModel):
+    """One lineage link: the image at the other end, the versions it joins, and the job, run
+    and step that made the child version (null when there were none, or they were deleted)."""
+
+    image_id: uuid.UUID
+    version: int = Field(description="The version of that image.")
+    own_version: int = Field(description="The version of this image the link belongs to.")
+    role: str = Field(description="`reference`, `input` or `edit` (edits and splits).")
+    label: str
+    thumbnail_url: str
+    job_id: uuid.UUID | None
+    run_id: uuid.UUID | None
+    step_id: uuid.UUID | None
+    step_position: int | None
+    created_at: dt.datetime
+
+
+class LineageOut(BaseModel):
+    parents: list[LinkOut] = Field(description="What the image's versions were made from.")
+    children: list[LinkOut] = Field(description="What was made from the image's versions.")
 
 
 # --- jobs and runs ------------------------------------------------------------------------------

@@ -127,9 +127,9 @@ class _Repairer:
         assert finding.image_id is not None
         async with self.sessions() as session:
             image = await images_db.get(session, finding.image_id)
-        if image is None:
-            return Outcome.gone, "The image was deleted meanwhile."
-        await images_service.thumbnail(self.store, self.settings, image)
+            if image is None:
+                return Outcome.gone, "The image was deleted meanwhile."
+            await images_service.thumbnail(session, self.store, self.settings, image)
         return Outcome.fixed, "Made again."
 
     async def _recover_runs(self) -> None:

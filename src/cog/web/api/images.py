@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 
-from cog.db.models import Image
-from cog.errors import Invalid, NotFound
+from cog.errors import Invalid
 from cog.services import images as images_service
 from cog.services.images import IncomingFile
-from cog.storage import StoredObjectMissing
+from cog.web.api._files import (
+    CACHE_REVALIDATE,
+    StoredFile,
+    download_name,
+    serve_file,
+    serve_thumbnail,
+)
 from cog.web.deps import SessionDep, SettingsDep, StoreDep
 from cog.web.schemas import ImageList, ImageOut, ImageUpdate, error_responses
 
 router = APIRouter(prefix="/api", tags=["images"], responses=error_responses(401, 404, 422))
-
-# Image bytes behind an id never change, so browsers may keep them; `private` because a token
-# may guard them.
-CACHE_FOREVER = "private, max-age=31536000, immutable"
 
 
 @router.post(
@@ -78,20 +78,6 @@ async def delete_image(image_id: uuid.UUID, session: SessionDep, store: StoreDep
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _not_modified(request: Request, etag: str) -> bool:
-    sent = request.headers.get("if-none-match", "")
-    return etag in [tag.strip() for tag in sent.split(",")] or sent.strip() == "*"
-
-
-def _file_headers(image: Image, etag: str) -> dict[str, str]:
-    name = image.original_filename or f"{image.id}.{image.storage_path.rsplit('.', 1)[-1]}"
-    return {
-        "ETag": etag,
-        "Cache-Control": CACHE_FOREVER,
-        "Content-Disposition": f"inline; filename*=UTF-8''{quote(name)}",
-    }
-
-
 @router.get(
     "/images/{image_id}/file",
     response_class=StreamingResponse,
@@ -100,27 +86,21 @@ def _file_headers(image: Image, etag: str) -> dict[str, str]:
 async def image_file(
     image_id: uuid.UUID, request: Request, session: SessionDep, store: StoreDep
 ) -> Response:
-    """The original file, as uploaded or generated."""
+    """The file of the image's current version, as uploaded, generated or edited."""
     image = await images_service.require(session, image_id)
-    etag = f'"{image.sha256}"'
-    headers = _file_headers(image, etag)
-    if _not_modified(request, etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    stream = store.stream(image.storage_path)
-    try:
-        first = await anext(stream)
-    except StopAsyncIteration:
-        first = b""
-    except StoredObjectMissing as exc:
-        raise NotFound(f"The file of image {image.id} is missing from the store.") from exc
-
-    async def body() -> object:
-        yield first
-        async for chunk in stream:
-            yield chunk
-
-    headers["Content-Length"] = str(image.size_bytes)
-    return StreamingResponse(body(), media_type=image.mime_type, headers=headers)  # type: ignore[arg-type]
+    return await serve_file(
+        request,
+        store,
+        StoredFile(
+            storage_path=image.storage_path,
+            mime_type=image.mime_type,
+            size_bytes=image.size_bytes,
+            sha256=image.sha256,
+            filename=download_name(image.original_filename, image.id, image.storage_path),
+            what=f"image {image.id}",
+        ),
+        cache=CACHE_REVALIDATE,
+    )
 
 
 @router.get(
@@ -135,11 +115,10 @@ async def image_thumbnail(
     store: StoreDep,
     settings: SettingsDep,
 ) -> Response:
-    """A WebP thumbnail, its longest side `COG_THUMBNAIL_PX`."""
+    """A WebP thumbnail of the current version, its longest side `COG_THUMBNAIL_PX`."""
     image = await images_service.require(session, image_id)
-    etag = f'"t{settings.thumbnail_px}-{image.sha256}"'
-    headers = {"ETag": etag, "Cache-Control": CACHE_FOREVER}
-    if _not_modified(request, etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    data = await images_service.thumbnail(store, settings, image)
-    return Response(data, media_type="image/webp", headers=headers)
+
+    async def make() -> bytes:
+        return await images_service.thumbnail(session, store, settings, image)
+
+    return await serve_thumbnail(request, settings, image.sha256, make, cache=CACHE_REVALIDATE)

@@ -25,6 +25,10 @@ NOTICES = {
     "job-deleted": "The job was deleted. Every image it made is still in this series.",
     "series-deleted": "The series was deleted.",
     "image-deleted": "The image was deleted.",
+    "image-edited": "The edit is the image's new version; the versions before it are kept.",
+    "image-replaced": "The new file is the image's new version; the versions before it are kept.",
+    "version-restored": "The version was restored: a copy of it is now the current version.",
+    "version-split": "This image was split off from a version of another image.",
 }
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from cog.errors import Invalid
 from cog.services import images as images_service
 from cog.services import jobs as jobs_service
 from cog.services import series as series_service
+from cog.services import versions as versions_service
 from cog.web.deps import SessionDep, StoreDep
 from cog.web.pages._common import form_uuid, hx_redirect, render, same_origin
 
@@ -22,8 +23,17 @@ REFERENCE_JOBS = 50  # jobs offered for "use as reference", newest first
 
 
 @router.get("/cog/images/{image_id}", response_class=HTMLResponse)
-async def image_detail(request: Request, image_id: uuid.UUID, session: SessionDep) -> HTMLResponse:
-    image = await images_service.require(session, image_id)
+async def image_detail(
+    request: Request,
+    image_id: uuid.UUID,
+    session: SessionDep,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> HTMLResponse:
+    """The image large (its current version, or `?version=N`), its versions and lineage."""
+    image, versions = await versions_service.listing(session, image_id)
+    shown = versions[-1]
+    if version is not None:
+        _, shown = await versions_service.require(session, image_id, version)
     view = await series_service.view(session, image.series_id)
     newer, older = await images_service.neighbours(session, image)
     job = await jobs_service.require(session, image.job_id) if image.job_id else None
@@ -31,6 +41,9 @@ async def image_detail(request: Request, image_id: uuid.UUID, session: SessionDe
         request,
         "images/detail.html",
         image=image,
+        versions=versions,
+        shown=shown,
+        lineage=await versions_service.lineage(session, image_id),
         series=view.series,
         ancestors=view.ancestors,
         newer=newer,

@@ -208,6 +208,18 @@
   }
   htmx.onLoad(settle);
 
+  // Two versions one over the other: the slider says how much of the second shows.
+  function comparing(root) {
+    for (const box of $$("[data-compare]", root)) {
+      const range = $("[data-compare-range]", box.parentElement);
+      if (!range) continue;
+      const show = () => box.style.setProperty("--cut", `${100 - Number(range.value)}%`);
+      range.addEventListener("input", show);
+      show();
+    }
+  }
+  htmx.onLoad(comparing);
+
   // An image whose file is gone leaves its box empty rather than a broken-image icon.
   document.addEventListener(
     "error",
