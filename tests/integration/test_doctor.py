@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from PIL import Image as PILImage
 
 from cog.config import Settings
+from cog.db import images as images_db
 from cog.db import queue as queue_db
 from cog.db import runs as runs_db
 from cog.db.base import utcnow
@@ -28,6 +29,7 @@ from cog.services import images as images_service
 from cog.services import jobs as jobs_service
 from cog.services import runs as runs_service
 from cog.services import series as series_service
+from cog.services import versions as versions_service
 from cog.services.doctor import Kind, Options, Outcome, Report
 from cog.storage import StoredObjectMissing
 from cog.storage.keys import thumbnail_key
@@ -450,3 +452,25 @@ async def test_queued_runs_no_worker_will_take_get_a_new_job(
         assert (await check(cog)).findings == []
     finally:
         await cog.stop()
+
+
+async def test_earlier_versions_are_history_not_strays(cog: Runtime) -> None:
+    """An image replaced twice keeps three files and thumbnails; doctor finds nothing to move,
+    and checks the current version's bytes and thumbnail."""
+    (image,) = await add_images(cog, (20, 20))
+    for shade in (40, 80):
+        async with cog.sessions() as session:
+            incoming = images_service.IncomingFile(
+                "again.png", io.BytesIO(image_bytes(24, 16, color=(shade, 9, 9)))
+            )
+            await versions_service.replace(session, cog.store, cog.settings, image.id, incoming)
+    keys = await all_keys(cog)
+    assert len([k for k in keys if k.startswith("images/")]) == 3
+    assert (await check(cog)).findings == []
+
+    async with cog.sessions() as session:
+        current = await images_db.get(session, image.id)
+        assert current is not None and current.version == 3
+        path = current.storage_path
+    await cog.store.put(path, b"not the picture any more")
+    assert named(await check(cog)) == {(Kind.file_changed, str(image.id))}
