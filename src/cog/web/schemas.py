@@ -123,6 +123,11 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ERRORS[code][0], "description": ERRORS[code][1]} for code in codes}
 
 
+def error_response(code: int, description: str) -> dict[int | str, dict[str, Any]]:
+    """One refusal, described for the route that answers it."""
+    return {code: {"model": ERRORS[code][0], "description": description}}
+
+
 def json_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The same for a route whose answer is not JSON (a stream): FastAPI documents a `model`
     under the route's own media type, so these name the JSON schema by reference instead."""

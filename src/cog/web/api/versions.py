@@ -24,15 +24,18 @@ from cog.web.api._files import (
 )
 from cog.web.deps import SessionDep, SettingsDep, StateDep, StoreDep
 from cog.web.schemas import (
+    ERRORS,
     ImageOut,
     LineageOut,
     LinkOut,
     VersionEdit,
     VersionList,
     VersionOut,
+    error_response,
+    error_responses,
 )
 
-router = APIRouter(prefix="/api", tags=["versions"])
+router = APIRouter(prefix="/api", tags=["versions"], responses=error_responses(401, 404, 422))
 
 Number = Annotated[int, Path(ge=1, description="The version's number, from 1.")]
 
@@ -70,16 +73,19 @@ async def list_versions(image_id: uuid.UUID, session: SessionDep) -> VersionList
     status_code=status.HTTP_201_CREATED,
     openapi_extra={"requestBody": _NEW_VERSION_BODY},
     responses={
-        413: {"description": "The new file is too large."},
-        415: {
-            "description": "The new file is not an accepted image type, or the body is "
-            "neither JSON nor a multipart form."
-        },
-        422: {
-            "description": "An empty prompt, a damaged file, or the image model refused "
-            "the edit (its reason is in `detail`)."
-        },
-        502: {"description": "The image model failed or could not be reached."},
+        **error_response(400, ERRORS[400][1]),
+        **error_response(413, "The new file is too large."),
+        **error_response(
+            415,
+            "The new file is not an accepted image type, or the body is neither JSON nor a "
+            "multipart form.",
+        ),
+        **error_response(
+            422,
+            "An empty prompt, a damaged file, or the image model refused the edit (its reason "
+            "is in `detail`).",
+        ),
+        **error_response(502, "The image model failed or could not be reached."),
     },
 )
 async def add_version(
@@ -197,7 +203,7 @@ async def version_thumbnail(
     "/images/{image_id}/versions/{number}/restore",
     response_model=VersionOut,
     status_code=status.HTTP_201_CREATED,
-    responses={409: {"description": "The version is already the current one."}},
+    responses=error_response(409, "The version is already the current one."),
 )
 async def restore_version(
     image_id: uuid.UUID, number: Number, session: SessionDep, store: StoreDep
