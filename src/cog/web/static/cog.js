@@ -250,7 +250,8 @@
   function selecting(gallery, bar) {
     const seriesId = gallery.dataset.seriesId;
     const tag = gallery.dataset.tag || "";
-    const total = Number(gallery.dataset.total || 0);
+    // The number of images the gallery's filter matches; an upload adds to it.
+    const total = () => Number(gallery.dataset.total || 0);
     const count = $("#selection-count", bar);
     const modeButton = $("[data-select-mode]");
     const matchingButton = $("[data-select-matching]", bar);
@@ -260,7 +261,7 @@
     let anchor = null; // the id a Shift range starts from
 
     const boxes = () => $$(".tile-box", gallery);
-    const chosen = () => (everything ? total : picked.size);
+    const chosen = () => (everything ? total() : picked.size);
     const images = (n) => `${n.toLocaleString()} image${n === 1 ? "" : "s"}`;
 
     function setMode(value) {
@@ -289,7 +290,8 @@
       for (const button of $$("[data-batch]", bar)) button.disabled = n === 0;
       const loaded = boxes().length;
       $("[data-select-page]", bar).hidden = everything || loaded === 0 || picked.size === loaded;
-      matchingButton.hidden = everything || total <= loaded;
+      matchingButton.hidden = everything || total() <= loaded;
+      matchingButton.textContent = `Select all ${total().toLocaleString()} ${tag ? `tagged “${tag}”` : "in this series"}`;
     }
 
     function choose(box, value, range) {
@@ -601,6 +603,7 @@
       $("#gallery-empty")?.remove();
       gallery.prepend(tile(image));
       if (counter) counter.textContent = String(Number(counter.textContent || 0) + 1);
+      if (!gallery.dataset.tag) gallery.dataset.total = String(Number(gallery.dataset.total || 0) + 1);
     }
 
     function fail(row, message) {
