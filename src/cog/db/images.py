@@ -196,7 +196,7 @@ async def sha256_in_series(session: AsyncSession, series_id: uuid.UUID) -> dict[
         .where(Image.series_id == series_id)
         .order_by(Image.created_at.desc(), Image.id.desc())
     )
-    return {sha: image_id for sha, image_id in rows}
+    return dict(rows.all())
 
 
 async def tags_in_series(
