@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -730,3 +732,125 @@ def test_every_page_at_desktop_and_phone_width(browser: Browser, cog: Cog, watch
             assert unsized == 0, f"{name}: {unsized} image(s) without width and height"
         page.context.close()
     watch.assert_clean()
+
+
+# --- many images at once --------------------------------------------------------------------------
+
+
+def test_select_a_range_move_it_and_act_on_all_the_gallery_matches(
+    browser: Browser, cog: Cog, watch: Watch
+) -> None:
+    api = cog.api
+    here = api.post("/api/series", json={"title": "Contact sheet"}).json()
+    there = api.post("/api/series", json={"title": "Keepers"}).json()
+    files = [
+        ("files", (f"frame-{i:03d}.png", png(24, 16, (i * 3, 40, 90)), "image/png"))
+        for i in range(70)
+    ]
+    assert api.post(f"/api/series/{here['id']}/images", files=files).status_code == 201
+    series_url = f"{cog.url}/cog/series/{here['id']}"
+    page = open_page(browser, watch)
+    page.goto(series_url)
+    tiles = page.locator("#gallery .tile-box")
+    expect(tiles).to_have_count(60)  # one page of the gallery
+    bar = page.locator("#selection-bar")
+    count = page.locator("#selection-count")
+    expect(bar).to_be_hidden()
+
+    # Tick one thumbnail's box, then Shift-click one four further on: a range of five,
+    # and no image opened.
+    names = [tiles.nth(i).locator(".tile").get_attribute("title") for i in range(2, 9)]
+    tiles.nth(2).hover()
+    tiles.nth(2).locator(".tile-check").check()
+    expect(bar).to_be_visible()
+    expect(count).to_have_text("1 image selected")
+    tiles.nth(6).locator(".tile").click(modifiers=["Shift"])
+    expect(count).to_have_text("5 images selected")
+    expect(page).to_have_url(series_url)
+    expect(page.locator("#gallery .tile-box.selected")).to_have_count(5)
+    # The keyboard: Space on a focused box takes it out, and puts it back.
+    tiles.nth(4).locator(".tile-check").focus()
+    page.keyboard.press("Space")
+    expect(count).to_have_text("4 images selected")
+    page.keyboard.press("Space")
+    expect(count).to_have_text("5 images selected")
+    # Shift with Space makes a range from the box before, as Shift with a click does.
+    tiles.nth(8).locator(".tile-check").focus()
+    page.keyboard.press("Shift+Space")
+    expect(count).to_have_text("7 images selected")
+    shoot(page, "gallery-selection-desktop")
+
+    # Move them: the dialog says how many, the page shows the result.
+    bar.get_by_role("button", name="Move to…").click()
+    dialog = page.locator("#modal dialog")
+    expect(dialog.locator("h2")).to_have_text("Move 7 images")
+    dialog.get_by_label("To the series").select_option(label="Keepers")
+    dialog.get_by_role("button", name="Move").click()
+    expect(page.locator(".toast").last).to_have_text("Moved 7 images to “Keepers”.")
+    expect(page.locator("#image-count")).to_have_text("63")
+    expect(bar).to_be_hidden()
+    moved = api.get(f"/api/series/{there['id']}/images").json()["items"]
+    assert sorted(i["original_filename"] for i in moved) == sorted(names)
+
+    # "Select all" reaches past the loaded page: tag all 63, then download them all.
+    page.get_by_role("button", name="Select", exact=True).click()
+    expect(count).to_have_text("Nothing selected")
+    expect(bar.get_by_role("button", name="Move to…")).to_be_disabled()
+    bar.get_by_role("button", name="Select all 63 in this series").click()
+    expect(count).to_have_text("All 63 images selected")
+    expect(page.locator("#gallery .tile-box.selected")).to_have_count(60)
+    bar.get_by_role("button", name="Add tags…").click()
+    dialog = page.locator("#modal dialog")
+    expect(dialog.locator("h2")).to_have_text("Tag all 63 images")
+    dialog.get_by_label("Tags to add").fill("contact, Sheet ")
+    dialog.get_by_role("button", name="Add tags").click()
+    expect(page.locator(".toast").last).to_have_text("Tagged 63 images “contact, sheet”.")
+    tagged = api.get(f"/api/series/{here['id']}/images", params={"tag": "sheet", "limit": 500})
+    assert len(tagged.json()["items"]) == 63
+    page.get_by_role("link", name=re.compile(r"^contact\s+63$")).click()
+    expect(page).to_have_url(re.compile(r"\?tag=contact$"))
+    page.get_by_role("button", name="Select", exact=True).click()
+    bar.get_by_role("button", name="Select all 63 tagged “contact”").click()
+    with page.expect_download() as everything:
+        bar.get_by_role("button", name="Download zip").click()
+    archive = zipfile.ZipFile(everything.value.path())
+    listed = json.loads(archive.read("manifest.json"))["images"]
+    assert len(listed) == 63 and len(archive.namelist()) == 65
+    assert all(i["file"].startswith("Contact sheet/") for i in listed)
+    page.keyboard.press("Escape")
+    expect(bar).to_be_hidden()
+
+    # Two picked by hand: downloaded, then deleted after a confirmation that counts them.
+    tiles.nth(0).locator(".tile-check").check()
+    tiles.nth(1).locator(".tile").click()
+    expect(count).to_have_text("2 images selected")
+    picked = sorted(str(tiles.nth(i).get_attribute("data-id")) for i in range(2))
+    with page.expect_download() as two:
+        bar.get_by_role("button", name="Download zip").click()
+    listed = json.loads(zipfile.ZipFile(two.value.path()).read("manifest.json"))["images"]
+    assert sorted(i["id"] for i in listed) == picked
+    bar.get_by_role("button", name="Delete…").click()
+    expect(page.locator("#confirm-text")).to_have_text(
+        "Delete 2 images? Their files are removed for good."
+    )
+    page.locator("[data-confirm-ok]").click()
+    expect(page.locator(".toast").last).to_have_text("Deleted 2 images.")
+    expect(page.locator("#image-count")).to_have_text("61")
+    for image_id in picked:
+        assert api.get(f"/api/images/{image_id}").status_code == 404
+
+    # Not selecting, a click opens the image; its tags are edited there.
+    tiles.first.locator(".tile").click()
+    expect(page).to_have_url(IMAGE_URL)
+    tags = page.locator("#image-tags")
+    expect(tags.locator(".tags li")).to_have_text(["contact", "sheet"])
+    tags.get_by_role("button", name="Edit tags").click()
+    field = page.locator("#image-tags input[name=tags]")
+    expect(field).to_be_focused()
+    field.fill("contact, Best")
+    page.keyboard.press("Enter")
+    expect(page.locator("#image-tags .tags li")).to_have_text(["contact", "best"])
+    image_id = page.url.rsplit("/", 1)[1]
+    assert api.get(f"/api/images/{image_id}").json()["tags"] == ["contact", "best"]
+    watch.assert_clean()
+    page.context.close()

@@ -3,13 +3,49 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cog.db import series as series_db
+from cog.db.base import tag_filter
 from cog.db.models import Image, ImageVersion
 from cog.db.pages import Page, newest_first
+from cog.storage.keys import version_objects
+
+# Rows bound in one IN (...) list: far under SQLite's and asyncpg's limits on parameters.
+CHUNK = 5000
+
+
+def chunked(values: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """Images by where they are and how they are tagged. `series_id` alone is one series;
+    with `include_subseries`, its whole subtree. Without `series_id`, every series."""
+
+    series_id: uuid.UUID | None = None
+    include_subseries: bool = False
+    tag: str | None = None
+
+
+def matching(where: ImageFilter) -> list[sa.ColumnElement[bool]]:
+    """The conditions on `Image` that make up a filter."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if where.series_id is not None:
+        if where.include_subseries:
+            conditions.append(Image.series_id.in_(series_db.subtree_select(where.series_id)))
+        else:
+            conditions.append(Image.series_id == where.series_id)
+    if where.tag:
+        conditions.append(tag_filter(Image.tags, where.tag))
+    return conditions
 
 
 @dataclass(frozen=True)
@@ -30,11 +66,175 @@ async def get(session: AsyncSession, image_id: uuid.UUID) -> Image | None:
 
 
 async def page_in_series(
-    session: AsyncSession, series_id: uuid.UUID, *, limit: int, cursor: str | None
+    session: AsyncSession,
+    series_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None,
+    tag: str | None = None,
 ) -> Page[Image]:
-    """The series' images, newest first."""
-    query = sa.select(Image).where(Image.series_id == series_id)
+    """The series' images (with `tag`, those tagged so), newest first."""
+    return await page_matching(
+        session, ImageFilter(series_id=series_id, tag=tag), limit=limit, cursor=cursor
+    )
+
+
+async def page_matching(
+    session: AsyncSession, where: ImageFilter, *, limit: int, cursor: str | None
+) -> Page[Image]:
+    query = sa.select(Image).where(*matching(where))
     return await newest_first(session, query, Image, limit=limit, cursor=cursor)
+
+
+async def count_matching(session: AsyncSession, where: ImageFilter) -> tuple[int, int]:
+    """How many images match, and their bytes."""
+    row = (
+        await session.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(Image.size_bytes), 0)).where(
+                *matching(where)
+            )
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+async def ids_matching(session: AsyncSession, where: ImageFilter) -> list[uuid.UUID]:
+    rows = await session.execute(
+        sa.select(Image.id).where(*matching(where)).order_by(Image.created_at.desc(), Image.id)
+    )
+    return list(rows.scalars())
+
+
+async def by_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Image]:
+    """The images among `ids` that exist, newest first."""
+    found: list[Image] = []
+    for part in chunked(ids):
+        found += (await session.execute(sa.select(Image).where(Image.id.in_(part)))).scalars()
+    found.sort(key=lambda i: (i.created_at, i.id), reverse=True)
+    return found
+
+
+async def sizes_of(session: AsyncSession, ids: Sequence[uuid.UUID]) -> tuple[int, int]:
+    """How many of `ids` exist, and their bytes."""
+    count = total = 0
+    for part in chunked(ids):
+        row = (
+            await session.execute(
+                sa.select(
+                    sa.func.count(), sa.func.coalesce(sa.func.sum(Image.size_bytes), 0)
+                ).where(Image.id.in_(part))
+            )
+        ).one()
+        count, total = count + int(row[0]), total + int(row[1])
+    return count, total
+
+
+async def placement(
+    session: AsyncSession, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[uuid.UUID, list[str]]]:
+    """The series and tags of each image among `ids` that exists."""
+    found: dict[uuid.UUID, tuple[uuid.UUID, list[str]]] = {}
+    for part in chunked(ids):
+        rows = await session.execute(
+            sa.select(Image.id, Image.series_id, Image.tags).where(Image.id.in_(part))
+        )
+        for image_id, series_id, tags in rows:
+            found[image_id] = (series_id, list(tags or []))
+    return found
+
+
+async def move(session: AsyncSession, ids: Sequence[uuid.UUID], series_id: uuid.UUID) -> int:
+    """Put the images in another series; answers how many rows changed."""
+    changed = 0
+    for part in chunked(ids):
+        result = await session.execute(
+            sa.update(Image)
+            .where(Image.id.in_(part))
+            .values(series_id=series_id)
+            .execution_options(synchronize_session=False)
+        )
+        changed += _rowcount(result)
+    return changed
+
+
+async def set_tags(session: AsyncSession, tags_by_id: dict[uuid.UUID, list[str]]) -> int:
+    """Give each image its new list of tags; answers how many rows changed."""
+    changed = 0
+    for image_id, tags in tags_by_id.items():
+        result = await session.execute(
+            sa.update(Image)
+            .where(Image.id == image_id)
+            .values(tags=tags)
+            .execution_options(synchronize_session=False)
+        )
+        changed += _rowcount(result)
+    return changed
+
+
+async def file_keys(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[str]:
+    """The stored objects of the images: every version's file and thumbnail (the current
+    version among them)."""
+    paths: list[str] = []
+    versions: list[tuple[uuid.UUID, str]] = []
+    for part in chunked(ids):
+        paths += (
+            (await session.execute(sa.select(Image.storage_path).where(Image.id.in_(part))))
+            .scalars()
+            .all()
+        )
+        rows = await session.execute(
+            sa.select(ImageVersion.id, ImageVersion.storage_path).where(
+                ImageVersion.image_id.in_(part)
+            )
+        )
+        versions += [(row.id, row.storage_path) for row in rows]
+    return sorted(version_objects(versions, paths))
+
+
+async def delete_many(session: AsyncSession, ids: Sequence[uuid.UUID]) -> int:
+    """Delete the image rows (their versions and lineage go with them); answers how many."""
+    deleted = 0
+    for part in chunked(ids):
+        result = await session.execute(
+            sa.delete(Image).where(Image.id.in_(part)).execution_options(synchronize_session=False)
+        )
+        deleted += _rowcount(result)
+    return deleted
+
+
+async def sha256_in_series(session: AsyncSession, series_id: uuid.UUID) -> dict[str, uuid.UUID]:
+    """The oldest image of the series with each file content (by SHA-256)."""
+    rows = await session.execute(
+        sa.select(Image.sha256, Image.id)
+        .where(Image.series_id == series_id)
+        .order_by(Image.created_at.desc(), Image.id.desc())
+    )
+    return dict(rows.all())
+
+
+async def tags_in_series(
+    session: AsyncSession, series_id: uuid.UUID, *, limit: int
+) -> list[tuple[str, int]]:
+    """The tags of the series' images with how many images carry each, most used first."""
+    if session.get_bind().dialect.name == "postgresql":
+        tag = sa.func.unnest(Image.tags).table_valued("value").render_derived(name="tag")
+    else:
+        tag = sa.func.json_each(Image.tags).table_valued("value").alias("tag")
+    count = sa.func.count().label("n")
+    rows = await session.execute(
+        sa.select(tag.c.value, count)
+        .select_from(Image)
+        .join(tag, sa.true())
+        .where(Image.series_id == series_id)
+        .group_by(tag.c.value)
+        .order_by(count.desc(), tag.c.value)
+        .limit(limit)
+    )
+    return [(str(value), int(n)) for value, n in rows]
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def neighbours(

@@ -29,6 +29,22 @@ def _subtree_cte(root_id: uuid.UUID) -> sa.CTE:
     return cte.union_all(sa.select(Series.id).join(cte, Series.parent_id == cte.c.id))
 
 
+def subtree_select(root_id: uuid.UUID) -> sa.Select[uuid.UUID]:
+    """The ids of a series and every series under it, as a subquery."""
+    cte = _subtree_cte(root_id)
+    return sa.select(cte.c.id)
+
+
+async def with_ancestors(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Series]:
+    """The series of `ids` and every series above them."""
+    if not ids:
+        return []
+    up = sa.select(Series.id, Series.parent_id).where(Series.id.in_(ids)).cte("up", recursive=True)
+    up = up.union(sa.select(Series.id, Series.parent_id).join(up, Series.id == up.c.parent_id))
+    rows = await session.execute(sa.select(Series).where(Series.id.in_(sa.select(up.c.id))))
+    return list(rows.scalars())
+
+
 async def ancestors(session: AsyncSession, series_id: uuid.UUID) -> list[Series]:
     """The chain from the root down to the series' parent (breadcrumbs)."""
     walk = (
@@ -51,8 +67,7 @@ async def ancestors(session: AsyncSession, series_id: uuid.UUID) -> list[Series]
 
 
 async def subtree_ids(session: AsyncSession, root_id: uuid.UUID) -> list[uuid.UUID]:
-    cte = _subtree_cte(root_id)
-    return list((await session.execute(sa.select(cte.c.id))).scalars())
+    return list((await session.execute(subtree_select(root_id))).scalars())
 
 
 async def is_in_subtree(session: AsyncSession, root_id: uuid.UUID, candidate_id: uuid.UUID) -> bool:

@@ -18,16 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cog.config import Settings
 from cog.db import images as images_db
 from cog.db import lineage as lineage_db
-from cog.db import versions as versions_db
 from cog.db.base import utcnow
 from cog.db.models import Image, ImageVersion
 from cog.db.pages import Page, check_limit
 from cog.domain import ImageSource
-from cog.errors import CogError, Invalid, NotFound, TooLarge
+from cog.errors import CogError, Conflict, Invalid, NotFound, TooLarge
 from cog.imaging import VerifiedImage, thumbnail_fits, thumbnail_from_bytes, verify_image
 from cog.services import series as series_service
 from cog.storage import ObjectStore, StoredObjectMissing
-from cog.storage.keys import image_key, thumbnail_key, version_objects
+from cog.storage.keys import image_key, thumbnail_key
 
 log = logging.getLogger(__name__)
 
@@ -253,11 +252,34 @@ async def _persist(
 
 
 async def listing(
-    session: AsyncSession, series_id: uuid.UUID, *, limit: int = 100, cursor: str | None = None
+    session: AsyncSession,
+    series_id: uuid.UUID,
+    *,
+    limit: int = 100,
+    cursor: str | None = None,
+    tag: str | None = None,
 ) -> Page[Image]:
+    """The series' images, newest first; with `tag`, only those with that tag of their own."""
     check_limit(limit)
     await series_service.require(session, series_id)
-    return await images_db.page_in_series(session, series_id, limit=limit, cursor=cursor)
+    clean = series_service.normalize_tags([tag]) if tag else []
+    return await images_db.page_in_series(
+        session, series_id, limit=limit, cursor=cursor, tag=clean[0] if clean else None
+    )
+
+
+async def count(session: AsyncSession, series_id: uuid.UUID, *, tag: str | None = None) -> int:
+    """How many images the series holds (with `tag`, how many of them have it)."""
+    clean = series_service.normalize_tags([tag]) if tag else []
+    where = images_db.ImageFilter(series_id=series_id, tag=clean[0] if clean else None)
+    return (await images_db.count_matching(session, where))[0]
+
+
+async def tag_counts(
+    session: AsyncSession, series_id: uuid.UUID, *, limit: int = 100
+) -> list[tuple[str, int]]:
+    """The tags the series' images carry, most used first, with how many carry each."""
+    return await images_db.tags_in_series(session, series_id, limit=limit)
 
 
 async def update(
@@ -267,6 +289,7 @@ async def update(
     series_id: uuid.UUID = UNSET,
     original_filename: str | None = UNSET,
     metadata: dict[str, Any] = UNSET,
+    tags: list[str] = UNSET,
 ) -> Image:
     image = await require(session, image_id)
     if series_id is not UNSET and series_id != image.series_id:
@@ -276,19 +299,41 @@ async def update(
         image.original_filename = display_name(original_filename, 0) if original_filename else None
     if metadata is not UNSET:
         image.meta = metadata
+    if tags is not UNSET:
+        image.tags = series_service.normalize_tags(tags)
     await session.commit()
     return image
 
 
 async def delete(session: AsyncSession, store: ObjectStore, image_id: uuid.UUID) -> None:
-    """Delete the image with every version; the files go after the rows, so no row ever points
-    at a missing file."""
-    image = await require(session, image_id)
-    keys = version_objects(
-        await versions_db.files_of_image(session, image.id), [image.storage_path]
-    )
-    await session.delete(image)
+    await require(session, image_id)
+    await delete_many(session, store, [image_id])
+
+
+async def delete_many(
+    session: AsyncSession, store: ObjectStore, image_ids: Sequence[uuid.UUID]
+) -> int:
+    """Delete images with every file they have (each version's file and thumbnail).
+
+    The rows go in one transaction, all of them or none; the files after it commits, so no
+    row ever points at a missing file."""
+    keys = await images_db.file_keys(session, image_ids)
+    if await images_db.delete_many(session, image_ids) != len(image_ids):
+        await session.rollback()
+        raise changed_meanwhile()
     await session.commit()
+    await remove_files(store, keys)
+    return len(image_ids)
+
+
+def changed_meanwhile() -> Conflict:
+    """Rows a change had checked were changed or deleted by someone else before it was made."""
+    return Conflict("Some of the images changed meanwhile, so nothing was done; try again.")
+
+
+async def remove_files(store: ObjectStore, keys: Sequence[str]) -> None:
+    """Delete stored objects whose rows are gone; one that will not go is logged, not raised
+    (a stray file is harmless, and `cog doctor` finds it)."""
     for key in keys:
         await delete_quietly(store, key)
 

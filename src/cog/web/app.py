@@ -25,6 +25,7 @@ from cog.db.session import unreachable
 from cog.errors import CogError
 from cog.runtime import Runtime
 from cog.web import pages
+from cog.web.api import exports as exports_api
 from cog.web.api import images as images_api
 from cog.web.api import jobs as jobs_api
 from cog.web.api import series as series_api
@@ -115,6 +116,8 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     app.include_router(series_api.router)
+    # Before the images routes: `/api/images/export` is not an image id.
+    app.include_router(exports_api.router)
     app.include_router(images_api.router)
     app.include_router(versions_api.router)
     app.include_router(jobs_api.router)

@@ -6,7 +6,7 @@ import datetime as dt
 import math
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -21,6 +21,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from cog.db.models import Image, ImageVersion, Series
 from cog.engine.steps import StepSpec
+from cog.services.selection import Selection
 from cog.services.series import SeriesView
 
 # Trimmed, then at least one character: the pattern says so in the document (a title of spaces
@@ -240,6 +241,7 @@ class ImageOut(BaseModel):
     job_id: uuid.UUID | None
     run_id: uuid.UUID | None
     step_id: uuid.UUID | None
+    tags: list[str]
     created_at: dt.datetime
     version: int = Field(
         description="The number of the current version; also how many versions there are, "
@@ -268,6 +270,7 @@ class ImageOut(BaseModel):
             job_id=image.job_id,
             run_id=image.run_id,
             step_id=image.step_id,
+            tags=list(image.tags or []),
             created_at=image.created_at,
             version=image.version,
             file_url=f"/api/images/{image.id}/file",
@@ -282,11 +285,13 @@ class ImageList(BaseModel):
 
 
 class ImageUpdate(Input):
-    """Only the fields sent change. `series_id` moves the image to another series."""
+    """Only the fields sent change. `series_id` moves the image to another series; `tags`
+    replaces its tags (trimmed, lower case, each once)."""
 
     series_id: uuid.UUID | NotNull = None
     original_filename: Annotated[str, StringConstraints(max_length=255)] | None = None
     metadata: dict[str, Any] | NotNull = None
+    tags: Tags | NotNull = None
 
 
 # --- versions and lineage ----------------------------------------------------------------------
@@ -396,6 +401,57 @@ class LinkOut(BaseModel):
 class LineageOut(BaseModel):
     parents: list[LinkOut] = Field(description="What the image's versions were made from.")
     children: list[LinkOut] = Field(description="What was made from the image's versions.")
+    metadata: dict[str, Any] | None = None
+    tags: Tags | None = None
+
+
+class ImageFilterIn(Input):
+    """Images by place and tag: a series (with `include_subseries`, everything under it too),
+    a tag of the images' own, or both."""
+
+    series_id: uuid.UUID | None = None
+    include_subseries: bool = False
+    tag: Tag | None = None
+
+
+class SelectionIn(Input):
+    """Either `ids` (at most 10,000) or a `filter`."""
+
+    ids: list[uuid.UUID] | None = None
+    filter: ImageFilterIn | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Self:
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("send either `ids` or a `filter`, not both or neither")
+        return self
+
+    def selection(self) -> Selection:
+        if self.filter is not None:
+            return Selection.of_filter(
+                series_id=self.filter.series_id,
+                include_subseries=self.filter.include_subseries,
+                tag=self.filter.tag,
+            )
+        return Selection.of_ids(self.ids or [])
+
+
+class BatchIn(SelectionIn):
+    """One change to every selected image: `move` (to `series_id`), `tag` or `untag` (`tags`),
+    or `delete`. All or nothing: when any image cannot be changed, none is."""
+
+    action: Literal["move", "tag", "untag", "delete"]
+    series_id: uuid.UUID | None = Field(None, description="Where `move` puts the images.")
+    tags: Tags | None = Field(None, description="What `tag` adds or `untag` removes.")
+
+
+class BatchOut(BaseModel):
+    action: str
+    count: int = Field(description="Images the batch changed.")
+    ids: list[uuid.UUID] = Field(description="The images the batch changed.")
+    matched: int = Field(description="Images selected (some may already have been as asked).")
+    series_id: uuid.UUID | None = None
+    tags: list[str] | None = None
 
 
 # --- jobs and runs ------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile, statu
 from fastapi.responses import StreamingResponse
 
 from cog.errors import Invalid
+from cog.services import batch as batch_service
 from cog.services import images as images_service
+from cog.services.batch import BatchAction
 from cog.services.images import IncomingFile
 from cog.web.api._files import (
     CACHE_REVALIDATE,
@@ -19,7 +21,15 @@ from cog.web.api._files import (
     serve_thumbnail,
 )
 from cog.web.deps import SessionDep, SettingsDep, StoreDep
-from cog.web.schemas import ImageList, ImageOut, ImageUpdate, error_responses
+from cog.web.schemas import (
+    BatchIn,
+    BatchOut,
+    ImageList,
+    ImageOut,
+    ImageUpdate,
+    SearchText,
+    error_responses,
+)
 
 router = APIRouter(prefix="/api", tags=["images"], responses=error_responses(401, 404, 422))
 
@@ -49,10 +59,44 @@ async def list_images(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: str | None = None,
+    tag: Annotated[
+        SearchText | None, Query(description="Only images with this tag of their own.")
+    ] = None,
 ) -> ImageList:
     """The series' images, newest first."""
-    page = await images_service.listing(session, series_id, limit=limit, cursor=cursor)
+    page = await images_service.listing(session, series_id, limit=limit, cursor=cursor, tag=tag)
     return ImageList(items=[ImageOut.of(i) for i in page.items], next_cursor=page.next_cursor)
+
+
+@router.post(
+    "/images/batch",
+    response_model=BatchOut,
+    responses={
+        404: {"description": "An image or the target series does not exist; nothing changed."},
+        413: {"description": "Too many ids, or a filter matching too many images."},
+        422: {"description": "The batch cannot be done as asked; nothing changed."},
+    },
+)
+async def batch_images(body: BatchIn, session: SessionDep, store: StoreDep) -> BatchOut:
+    """Move, tag, untag or delete many images at once: those named by `ids` (at most 10,000) or
+    every image a `filter` matches (at most 100,000). All or nothing: everything is checked
+    first, and when anything is wrong nothing changes."""
+    outcome = await batch_service.apply(
+        session,
+        store,
+        body.selection(),
+        BatchAction(body.action),
+        series_id=body.series_id,
+        tags=body.tags,
+    )
+    return BatchOut(
+        action=outcome.action,
+        count=len(outcome.changed),
+        ids=outcome.changed,
+        matched=outcome.matched,
+        series_id=outcome.series_id,
+        tags=outcome.tags or None,
+    )
 
 
 @router.get("/images/{image_id}", response_model=ImageOut)
@@ -63,7 +107,7 @@ async def get_image(image_id: uuid.UUID, session: SessionDep) -> ImageOut:
 @router.patch("/images/{image_id}", response_model=ImageOut, responses=error_responses(400))
 async def update_image(image_id: uuid.UUID, body: ImageUpdate, session: SessionDep) -> ImageOut:
     sent = body.model_fields_set
-    for field in ("series_id", "metadata"):
+    for field in ("series_id", "metadata", "tags"):
         if field in sent and getattr(body, field) is None:
             raise Invalid(f"`{field}` cannot be null.")
     image = await images_service.update(

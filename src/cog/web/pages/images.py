@@ -7,14 +7,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
 
 from cog.errors import Invalid
 from cog.services import images as images_service
 from cog.services import jobs as jobs_service
 from cog.services import series as series_service
 from cog.services import versions as versions_service
-from cog.web.deps import SessionDep, StoreDep
-from cog.web.pages._common import form_uuid, hx_redirect, render, same_origin
+from cog.services.selection import Selection
+from cog.web.api.exports import zip_response
+from cog.web.deps import SessionDep, StateDep, StoreDep
+from cog.web.pages._common import form_uuid, hx_redirect, render, same_origin, toast
+from cog.web.pages.series import form_errors, split_tags
+from cog.web.schemas import ImageUpdate
 
 router = APIRouter(include_in_schema=False)
 Guarded = [Depends(same_origin)]
@@ -50,6 +55,52 @@ async def image_detail(
         older=older,
         job=job,
     )
+
+
+@router.get("/cog/images/{image_id}/tags", response_class=HTMLResponse)
+async def image_tags(request: Request, image_id: uuid.UUID, session: SessionDep) -> HTMLResponse:
+    image = await images_service.require(session, image_id)
+    return render(request, "images/_tags.html", image=image)
+
+
+@router.get("/cog/images/{image_id}/tags/edit", response_class=HTMLResponse)
+async def image_tags_form(
+    request: Request, image_id: uuid.UUID, session: SessionDep
+) -> HTMLResponse:
+    image = await images_service.require(session, image_id)
+    form = {"tags": ", ".join(image.tags or [])}
+    return render(request, "images/_tags_form.html", image=image, form=form, errors={})
+
+
+@router.post("/cog/images/{image_id}/tags", dependencies=Guarded, response_model=None)
+async def image_tags_save(
+    request: Request, image_id: uuid.UUID, session: SessionDep, tags: Annotated[str, Form()] = ""
+) -> Response:
+    image = await images_service.require(session, image_id)
+    try:
+        body = ImageUpdate.model_validate({"tags": split_tags(tags)})
+    except ValidationError as exc:
+        return render(
+            request,
+            "images/_tags_form.html",
+            status_code=422,
+            image=image,
+            form={"tags": tags},
+            errors=form_errors(exc),
+        )
+    image = await images_service.update(session, image_id, tags=body.tags or [])
+    return toast(render(request, "images/_tags.html", image=image), "Saved.")
+
+
+@router.post("/cog/images/export", dependencies=Guarded, response_model=None)
+async def images_export(
+    session: SessionDep, state: StateDep, ids: Annotated[str, Form()] = ""
+) -> Response:
+    """The gallery's download of its selected images: the ids, comma-separated, in a form (a
+    browser downloads a form's answer as it streams, which a script cannot do as well)."""
+    chosen = [form_uuid(part, "ids") for part in ids.split(",") if part.strip()]
+    selection = Selection.of_ids([i for i in chosen if i is not None])
+    return await zip_response(session, state, selection)
 
 
 @router.get("/cog/images/{image_id}/move", response_class=HTMLResponse)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -28,6 +28,7 @@ router = APIRouter(include_in_schema=False)
 Guarded = [Depends(same_origin)]
 
 GALLERY_PAGE = 60  # thumbnails per gallery page: a screenful or two, cheap to render
+IMAGE_TAGS_SHOWN = 30  # image tags offered as gallery filters, most used first
 TREE_LIMIT = 200  # series shown per level of the tree (and search results)
 
 
@@ -188,11 +189,16 @@ async def _children_rows(session: AsyncSession, series_id: uuid.UUID) -> list[Ro
 
 @router.get("/cog/series/{series_id}", response_class=HTMLResponse)
 async def series_detail(
-    request: Request, series_id: uuid.UUID, session: SessionDep
+    request: Request,
+    series_id: uuid.UUID,
+    session: SessionDep,
+    tag: Annotated[SearchText, Query(max_length=64)] = "",
 ) -> HTMLResponse:
     view = await series_service.view(session, series_id)
     children = await _children_rows(session, series_id)
-    images = await images_service.listing(session, series_id, limit=GALLERY_PAGE)
+    tag = _clean_tag(tag)
+    images = await images_service.listing(session, series_id, limit=GALLERY_PAGE, tag=tag or None)
+    matching = await images_service.count(session, series_id, tag=tag) if tag else view.image_count
     jobs = await jobs_service.listing(session, series_id, limit=100)
     last_runs = await jobs_service.last_runs(session, [j.id for j in jobs.items])
     return render(
@@ -209,22 +215,62 @@ async def series_detail(
         errors={},
         parent_id=series_id,
         series_id=series_id,
+        tag=tag,
+        matching=matching,
+        tag_counts=await images_service.tag_counts(session, series_id, limit=IMAGE_TAGS_SHOWN),
     )
+
+
+def _clean_tag(text: str) -> str:
+    clean = series_service.normalize_tags([text])
+    return clean[0] if clean else ""
 
 
 @router.get("/cog/series/{series_id}/images", response_class=HTMLResponse)
 async def gallery_page(
-    request: Request, series_id: uuid.UUID, session: SessionDep, cursor: str | None = None
+    request: Request,
+    series_id: uuid.UUID,
+    session: SessionDep,
+    cursor: str | None = None,
+    tag: Annotated[SearchText, Query(max_length=64)] = "",
 ) -> HTMLResponse:
     """The next page of thumbnails, with the marker that loads the page after it."""
-    images = await images_service.listing(session, series_id, limit=GALLERY_PAGE, cursor=cursor)
+    tag = _clean_tag(tag)
+    images = await images_service.listing(
+        session, series_id, limit=GALLERY_PAGE, cursor=cursor, tag=tag or None
+    )
     return render(
         request,
         "series/_gallery_page.html",
         series_id=series_id,
         images=images.items,
         next_cursor=images.next_cursor,
+        tag=tag,
     )
+
+
+@router.get("/cog/series/{series_id}/images/move", response_class=HTMLResponse)
+async def images_move_dialog(
+    request: Request, series_id: uuid.UUID, session: SessionDep
+) -> HTMLResponse:
+    """Where the selected images of the gallery can go (cog.js sends the batch)."""
+    series = await series_service.require(session, series_id)
+    entries = await series_service.outline(session)
+    return render(request, "series/_batch_move.html", series=series, entries=entries)
+
+
+@router.get("/cog/series/{series_id}/images/tags", response_class=HTMLResponse)
+async def images_tags_dialog(
+    request: Request,
+    series_id: uuid.UUID,
+    session: SessionDep,
+    action: Annotated[Literal["tag", "untag"], Query()] = "tag",
+) -> HTMLResponse:
+    """The tags to add to (or remove from) the selected images, with the series' image tags
+    offered as they are typed."""
+    series = await series_service.require(session, series_id)
+    known = await images_service.tag_counts(session, series_id, limit=IMAGE_TAGS_SHOWN)
+    return render(request, "series/_batch_tags.html", series=series, action=action, known=known)
 
 
 @router.get("/cog/series/{series_id}/header", response_class=HTMLResponse)

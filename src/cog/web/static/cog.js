@@ -46,6 +46,25 @@
     toast("Cog could not be reached. Is `cog serve` still running?", true),
   );
 
+  // A message for the next page, when what was done makes the page load again.
+  function toastAfterReload(message) {
+    try {
+      sessionStorage.setItem("cog:toast", message);
+    } catch (_) {
+      /* storage refused: the page still shows what changed */
+    }
+    window.location.reload();
+  }
+  try {
+    const waiting = sessionStorage.getItem("cog:toast");
+    if (waiting) {
+      sessionStorage.removeItem("cog:toast");
+      toast(waiting);
+    }
+  } catch (_) {
+    /* no storage: nothing was left for this page */
+  }
+
   // --- confirmations and dialogs ------------------------------------------------------
 
   // `hx-confirm` asks in Cog's own dialog instead of the browser's.
@@ -229,6 +248,222 @@
     true,
   );
 
+  // --- selecting images in the gallery -------------------------------------------------------------
+
+  // A checkbox on every thumbnail selects it; once one is selected (or "Select" is pressed), a
+  // click anywhere on a thumbnail selects it instead of opening it, and Shift selects the range
+  // from the one before. The selection is a list of ids, or, with "Select all", the whole filter
+  // (the series and its tag), loaded or not. Batches go to the JSON API; the page then loads
+  // again to show what changed.
+  const galleryBox = $("#gallery");
+  const selectionBar = $("#selection-bar");
+  if (galleryBox && selectionBar) selecting(galleryBox, selectionBar);
+
+  function selecting(gallery, bar) {
+    const seriesId = gallery.dataset.seriesId;
+    const tag = gallery.dataset.tag || "";
+    // The number of images the gallery's filter matches; an upload adds to it.
+    const total = () => Number(gallery.dataset.total || 0);
+    const count = $("#selection-count", bar);
+    const modeButton = $("[data-select-mode]");
+    const matchingButton = $("[data-select-matching]", bar);
+    const picked = new Set();
+    let everything = false; // the whole filter, beyond what is loaded
+    let on = false;
+    let anchor = null; // the id a Shift range starts from
+
+    const boxes = () => $$(".tile-box", gallery);
+    const chosen = () => (everything ? total() : picked.size);
+    const images = (n) => `${n.toLocaleString()} image${n === 1 ? "" : "s"}`;
+
+    function setMode(value) {
+      on = value;
+      gallery.classList.toggle("selecting", on);
+      modeButton?.setAttribute("aria-pressed", String(on));
+      bar.hidden = !on;
+      if (!on) {
+        picked.clear();
+        everything = false;
+        anchor = null;
+      }
+      render();
+    }
+
+    function render() {
+      for (const box of boxes()) {
+        const selected = everything || picked.has(box.dataset.id);
+        box.classList.toggle("selected", selected);
+        const check = $(".tile-check", box);
+        if (check) check.checked = selected;
+      }
+      const n = chosen();
+      if (everything) count.textContent = `All ${images(n)} selected`;
+      else count.textContent = n ? `${images(n)} selected` : "Nothing selected";
+      for (const button of $$("[data-batch]", bar)) button.disabled = n === 0;
+      const loaded = boxes().length;
+      $("[data-select-page]", bar).hidden = everything || loaded === 0 || picked.size === loaded;
+      matchingButton.hidden = everything || total() <= loaded;
+      matchingButton.textContent = `Select all ${total().toLocaleString()} ${tag ? `tagged “${tag}”` : "in this series"}`;
+    }
+
+    function choose(box, value, range) {
+      if (everything) {
+        // Leaving "all": what stays selected is every loaded thumbnail, as shown.
+        everything = false;
+        for (const other of boxes()) picked.add(other.dataset.id);
+      }
+      const list = boxes();
+      const from = range && anchor ? list.findIndex((b) => b.dataset.id === anchor) : -1;
+      const to = list.indexOf(box);
+      const span = from >= 0 ? list.slice(Math.min(from, to), Math.max(from, to) + 1) : [box];
+      for (const one of span) {
+        if (value) picked.add(one.dataset.id);
+        else picked.delete(one.dataset.id);
+      }
+      anchor = box.dataset.id;
+      if (!on) setMode(true);
+      else render();
+    }
+
+    gallery.addEventListener("click", (event) => {
+      const box = event.target.closest(".tile-box");
+      if (!box) return;
+      const check = event.target.closest(".tile-check");
+      if (check) {
+        choose(box, check.checked, event.shiftKey);
+        return;
+      }
+      if (!on || event.ctrlKey || event.metaKey) return; // a plain click opens the image
+      event.preventDefault();
+      choose(box, !(everything || picked.has(box.dataset.id)), event.shiftKey);
+      $(".tile-check", box)?.focus({ preventScroll: true });
+    });
+
+    // Thumbnails loaded later (scrolling, uploads) show the selection too.
+    new MutationObserver(() => {
+      if (on) render();
+    }).observe(gallery, { childList: true });
+
+    modeButton?.addEventListener("click", () => setMode(!on));
+    $("[data-select-done]", bar).addEventListener("click", () => {
+      setMode(false);
+      modeButton?.focus();
+    });
+    $("[data-select-page]", bar).addEventListener("click", () => {
+      for (const box of boxes()) picked.add(box.dataset.id);
+      render();
+    });
+    matchingButton.addEventListener("click", () => {
+      everything = true;
+      render();
+    });
+    document.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape" || !on || event.defaultPrevented) return;
+      if (document.querySelector("dialog[open]") || typing(event.target)) return;
+      event.preventDefault();
+      setMode(false);
+    });
+
+    // What the API is told: the ids, or the filter the gallery shows.
+    function selection() {
+      if (everything) return { filter: tag ? { series_id: seriesId, tag } : { series_id: seriesId } };
+      return { ids: Array.from(picked) };
+    }
+
+    async function send(body, done) {
+      let response;
+      try {
+        response = await fetch("/api/images/batch", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", Accept: "application/json" },
+          body: JSON.stringify({ ...body, ...selection() }),
+        });
+      } catch (_) {
+        toast("Cog could not be reached; nothing was changed.", true);
+        return false;
+      }
+      let answer = null;
+      try {
+        answer = await response.json();
+      } catch (_) {
+        /* keep null */
+      }
+      if (!response.ok) {
+        const detail = typeof answer?.detail === "string" ? answer.detail : `Refused (${response.status}).`;
+        toast(detail, true);
+        return false;
+      }
+      toastAfterReload(done(answer));
+      return true;
+    }
+
+    // The dialogs (move, tags) come from the server; their forms are sent from here.
+    document.addEventListener("htmx:afterSwap", (event) => {
+      if (event.detail.target?.id !== "modal") return;
+      const text = $("[data-selected-text]", event.detail.target);
+      if (text) text.textContent = everything ? `all ${images(chosen())}` : images(chosen());
+    });
+    document.addEventListener("submit", async (event) => {
+      const form = event.target.closest?.("form[data-batch-form]");
+      if (!form) return;
+      event.preventDefault();
+      const action = form.dataset.batchForm;
+      const submit = $("button[type=submit]", form);
+      submit.setAttribute("aria-busy", "true");
+      submit.disabled = true;
+      let ok;
+      if (action === "move") {
+        const select = $("select[name=series_id]", form);
+        const where = select.selectedOptions[0]?.textContent.trim() || "the series";
+        ok = await send({ action, series_id: select.value }, (a) => `Moved ${images(a.count)} to “${where}”.`);
+      } else {
+        const tags = $("input[name=tags]", form)
+          .value.split(",")
+          .map((t) => t.trim())
+          .filter(Boolean);
+        ok = await send({ action, tags }, (a) =>
+          action === "tag"
+            ? `Tagged ${images(a.count)} “${a.tags.join(", ")}”.`
+            : `Removed “${a.tags.join(", ")}” from ${images(a.count)}.`,
+        );
+      }
+      submit.removeAttribute("aria-busy");
+      submit.disabled = false;
+      if (!ok) form.closest("dialog")?.close();
+    });
+
+    $("[data-batch=delete]", bar).addEventListener("click", async () => {
+      const n = chosen();
+      const yes = await ask(`Delete ${images(n)}? Their files are removed for good.`, true);
+      if (yes) await send({ action: "delete" }, (a) => `Deleted ${images(a.count)}.`);
+    });
+
+    $("[data-batch=download]", bar).addEventListener("click", () => {
+      if (everything) {
+        const query = new URLSearchParams({ include_subseries: "false" });
+        if (tag) query.set("tag", tag);
+        window.location.assign(`/api/series/${encodeURIComponent(seriesId)}/export?${query}`);
+        return;
+      }
+      // A form, so the browser saves the archive as it streams in.
+      const form = document.createElement("form");
+      form.method = "post";
+      form.action = "/cog/images/export";
+      form.hidden = true;
+      const ids = document.createElement("input");
+      ids.type = "hidden";
+      ids.name = "ids";
+      ids.value = Array.from(picked).join(",");
+      form.append(ids);
+      document.body.append(form);
+      form.submit();
+      form.remove();
+      toast(`Preparing a zip of ${images(picked.size)}…`);
+    });
+
+    render();
+  }
+
   // --- uploads -----------------------------------------------------------------------------------
 
   const zone = $("#dropzone");
@@ -380,6 +615,7 @@
       $("#gallery-empty")?.remove();
       gallery.prepend(tile(image));
       if (counter) counter.textContent = String(Number(counter.textContent || 0) + 1);
+      if (!gallery.dataset.tag) gallery.dataset.total = String(Number(gallery.dataset.total || 0) + 1);
     }
 
     function fail(row, message) {
@@ -399,10 +635,13 @@
       summary.textContent = parts.join(" · ");
     }
 
-    // The same markup as the `tile` macro in templates/_macros.html.
+    // The same markup as the `gallery_tile` macro in templates/_macros.html.
     function tile(image) {
       const label = image.original_filename || image.prompt || "Image";
       const scale = Math.min(1, thumbPx / Math.max(image.width, image.height, 1));
+      const box = document.createElement("div");
+      box.className = "tile-box";
+      box.dataset.id = image.id;
       const link = document.createElement("a");
       link.className = "tile tile-new";
       link.href = `/cog/images/${encodeURIComponent(image.id)}`;
@@ -414,7 +653,13 @@
       img.height = Math.max(1, Math.round(image.height * scale));
       img.decoding = "async";
       link.append(img);
-      return link;
+      const check = document.createElement("input");
+      check.type = "checkbox";
+      check.className = "tile-check";
+      check.value = image.id;
+      check.setAttribute("aria-label", `Select ${label.slice(0, 80)}`);
+      box.append(link, check);
+      return box;
     }
 
     const megabytes = (bytes) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
