@@ -16,6 +16,12 @@ class CogError(Exception):
         self.extra = extra
 
 
+class BadRequest(CogError):
+    """The request itself is malformed (a broken multipart body, an upload cut off)."""
+
+    status_code = 400
+
+
 class NotFound(CogError):
     status_code = 404
 

@@ -103,6 +103,15 @@ def _sha256_and_size(fp: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def check_size(size: int, max_bytes: int) -> None:
+    """Raise `TooLarge` for a file of `size` bytes over `max_bytes`."""
+    if size > max_bytes:
+        have, limit = bytes_text(size), bytes_text(max_bytes)
+        if have == limit:  # just over the limit: rounding would hide the difference
+            have, limit = f"{size:,} bytes", f"{max_bytes:,} bytes"
+        raise TooLarge(f"The file is {have}; the largest accepted is {limit}.")
+
+
 def verify_image(
     fp: IO[bytes], *, max_bytes: int, max_pixels: int, thumbnail_px: int | None
 ) -> VerifiedImage:
@@ -119,11 +128,7 @@ def verify_image(
     sha256, size = _sha256_and_size(fp)
     if size == 0:
         raise Invalid("The file is empty.")
-    if size > max_bytes:
-        have, limit = bytes_text(size), bytes_text(max_bytes)
-        if have == limit:  # just over the limit: rounding would hide the difference
-            have, limit = f"{size:,} bytes", f"{max_bytes:,} bytes"
-        raise TooLarge(f"The file is {have}; the largest accepted is {limit}.")
+    check_size(size, max_bytes)
     head = fp.read(64)
     fp.seek(0)
     try:

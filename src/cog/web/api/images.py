@@ -6,16 +6,16 @@ import uuid
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from cog.db.models import Image
 from cog.errors import Invalid, NotFound
 from cog.services import images as images_service
-from cog.services.images import IncomingFile
 from cog.storage import StoredObjectMissing
 from cog.web.deps import SessionDep, SettingsDep, StoreDep
 from cog.web.schemas import ImageList, ImageOut, ImageUpdate
+from cog.web.uploads import receive_files
 
 router = APIRouter(prefix="/api", tags=["images"])
 
@@ -24,26 +24,49 @@ router = APIRouter(prefix="/api", tags=["images"])
 CACHE_FOREVER = "private, max-age=31536000, immutable"
 
 
+# The body is read by `receive_files`, as it arrives; this is what the docs show of it.
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "One or more images.",
+                    }
+                },
+            }
+        }
+    },
+}
+
+
 @router.post(
     "/series/{series_id}/images",
     response_model=ImageList,
     status_code=status.HTTP_201_CREATED,
+    openapi_extra={"requestBody": UPLOAD_BODY},
     responses={
+        400: {"description": "The request is not a well-formed multipart upload."},
         413: {"description": "A file or the batch is too large."},
         415: {"description": "A file is not an accepted image type."},
-        422: {"description": "A file is empty, damaged or truncated."},
+        422: {"description": "No files, or a file is empty, damaged or truncated."},
     },
 )
 async def upload_images(
     series_id: uuid.UUID,
+    request: Request,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
-    files: Annotated[list[UploadFile], File(description="One or more images.")],
 ) -> ImageList:
     """Upload images. Every file is verified; if one is refused, none is kept."""
-    incoming = [IncomingFile(f.filename, f.file) for f in files]
-    images = await images_service.upload(session, store, settings, series_id, incoming)
+    async with receive_files(request, settings) as incoming:
+        images = await images_service.upload(session, store, settings, series_id, incoming)
     return ImageList(items=[ImageOut.of(i) for i in images], next_cursor=None)
 
 
