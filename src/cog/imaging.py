@@ -129,12 +129,21 @@ def verify_image(
     if size == 0:
         raise Invalid("The file is empty.")
     check_size(size, max_bytes)
+    with warnings.catch_warnings():
+        # Pillow warns of damage it reads past (an invalid APNG falls back to its first image,
+        # corrupt EXIF is skipped): whether the image decodes decides, and no one reads warnings.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _open_and_check(fp, sha256, size, max_pixels=max_pixels, thumbnail_px=thumbnail_px)
+
+
+def _open_and_check(
+    fp: IO[bytes], sha256: str, size: int, *, max_pixels: int, thumbnail_px: int | None
+) -> VerifiedImage:
     head = fp.read(64)
     fp.seek(0)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(fp, formats=list(IMAGE_FORMATS))
+        image = Image.open(fp, formats=list(IMAGE_FORMATS))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise TooLarge(
             "The image has too many pixels to open safely; the largest accepted is "
@@ -146,7 +155,7 @@ def verify_image(
         other = _describe_other(head)
         what = f"This is {other}" if other else "This is not an image Cog can read"
         raise UnsupportedMedia(f"{what}; Cog accepts {ACCEPTED} images.") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # Pillow's plugins raise many types (AVIF's a RuntimeError)
         raise Invalid(f"The image is damaged and cannot be read ({exc}).") from exc
     with image:
         fmt = image.format or ""
