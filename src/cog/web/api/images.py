@@ -110,8 +110,22 @@ def _not_modified(request: Request, etag: str) -> bool:
     return etag in [tag.strip() for tag in sent.split(",")] or sent.strip() == "*"
 
 
+# Extensions a saved file of each stored type may keep; any other gets the stored one added.
+_SAME_TYPE = {"jpg": {"jpg", "jpeg", "jpe", "jfif"}}
+
+
+def served_name(image: Image) -> str:
+    """The name a browser saves the file under: the person's, ending in the extension of what
+    the bytes are. A saved file then never opens as something else: `page.html` holding a PNG
+    with a script after it is saved as `page.html.png`."""
+    extension = image.storage_path.rsplit(".", 1)[-1]
+    name = image.original_filename or f"{image.id}.{extension}"
+    own = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return name if own in _SAME_TYPE.get(extension, {extension}) else f"{name}.{extension}"
+
+
 def _file_headers(image: Image, etag: str) -> dict[str, str]:
-    name = image.original_filename or f"{image.id}.{image.storage_path.rsplit('.', 1)[-1]}"
+    name = served_name(image)
     return {
         "ETag": etag,
         "Cache-Control": CACHE_FOREVER,
