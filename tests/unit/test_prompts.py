@@ -71,6 +71,7 @@ def test_templates_that_pass(source: str, position: int) -> None:
         ("{% import 'm.txt' as m %}", 0, "`import`"),
         ("{% from 'm.txt' import x %}{{ x }}", 0, "`from ... import`"),
         ("{% autoescape true %}{{ base_prompt }}{% endautoescape %}", 0, "`autoescape`"),
+        ("{{ " + "(" * 400 + "1" + ")" * 400 + " }}", 0, "nests too deeply"),
     ],
 )
 def test_templates_that_are_refused(source: str, position: int, expected: str) -> None:
@@ -169,6 +170,10 @@ def test_render_does_not_escape_html() -> None:
         ("{{ series.colour }}", "could not be rendered"),
         ("{{ base_prompt | int / 0 }}", "could not be rendered"),
         ("{{ base_prompt ", "could not be rendered"),
+        # Python warns while it compiles this; the warning is no reason to fail otherwise.
+        ("{{ 0[1:] }}", "could not be rendered"),
+        ("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "recurses too deeply"),
+        ("{{ " + "(" * 400 + "1" + ")" * 400 + " }}", "nests or recurses too deeply"),
     ],
 )
 def test_a_template_that_fails_at_run_says_so(source: str, expected: str) -> None:

@@ -13,6 +13,7 @@ fails in plain words before anything reaches a model.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,13 @@ class StepOutput:
 
 def check_template(source: str, position: int) -> list[str]:
     """Problems with a step's template: syntax, unknown variables, references forward."""
+    try:
+        return _check_template(source, position)
+    except RecursionError:
+        return ["the prompt nests too deeply to be read"]
+
+
+def _check_template(source: str, position: int) -> list[str]:
     try:
         tree = _env.parse(source)
     except TemplateSyntaxError as exc:
@@ -196,7 +204,14 @@ def render(
         "previous": steps[-1] if steps else None,
     }
     try:
-        return _env.from_string(source).render(context).strip()
+        with warnings.catch_warnings():
+            # Python warns of code it can tell will fail (`0[1:]`); the template fails when it
+            # runs, in plain words, and the server's log need not hear of it.
+            warnings.simplefilter("ignore", SyntaxWarning)
+            template = _env.from_string(source)
+        return template.render(context).strip()
+    except RecursionError as exc:  # a macro that calls itself, a template nested too deeply
+        raise Invalid("The prompt could not be rendered: it nests or recurses too deeply.") from exc
     except SecurityError as exc:
         raise Invalid(f"The prompt tried something templates may not do: {exc}") from exc
     except TemplateError as exc:
