@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from typing import Any
 
 import httpx
@@ -89,3 +91,35 @@ def padded_png(total_bytes: int) -> bytes:
     """A valid PNG followed by zero bytes up to `total_bytes`: a big file that is cheap to make."""
     head = image_bytes(16, 16)
     return head + b"\x00" * (total_bytes - len(head))
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(body))
+        + kind
+        + body
+        + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    )
+
+
+def png_with_chunk(chunk: bytes) -> bytes:
+    """A small PNG with `chunk` right after its header."""
+    data = image_bytes(16, 16)
+    return data[:33] + chunk + data[33:]  # signature (8) + IHDR (25)
+
+
+def avif_with_an_empty_item() -> bytes:
+    """An AVIF whose item location says its image is 0 bytes long (Pillow's AVIF plugin raised
+    a RuntimeError for it: an answer of 500)."""
+    data = bytearray(image_bytes(16, 16, "AVIF"))
+    # `iloc` v0: flags (4), sizes (2), item count (2), item id (2), data reference (2),
+    # extent count (2), extent offset (4), then the extent length.
+    at = data.index(b"iloc") + 4 + 4 + 2 + 2 + 2 + 2 + 2 + 4
+    data[at : at + 4] = bytes(4)
+    return bytes(data)
+
+
+def apng_claiming_no_frames() -> bytes:
+    """A PNG with an animation control chunk that says it has no frames: Pillow warns and reads
+    the still image (the warning was an error under strict warning filters)."""
+    return png_with_chunk(png_chunk(b"acTL", struct.pack(">II", 0, 0)))

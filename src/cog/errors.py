@@ -21,6 +21,12 @@ class CogError(Exception):
         return self.extra
 
 
+class BadRequest(CogError):
+    """The request itself is malformed (a broken multipart body, an upload cut off)."""
+
+    status_code = 400
+
+
 class NotFound(CogError):
     status_code = 404
 

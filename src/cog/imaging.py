@@ -103,6 +103,15 @@ def _sha256_and_size(fp: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def check_size(size: int, max_bytes: int) -> None:
+    """Raise `TooLarge` for a file of `size` bytes over `max_bytes`."""
+    if size > max_bytes:
+        have, limit = bytes_text(size), bytes_text(max_bytes)
+        if have == limit:  # just over the limit: rounding would hide the difference
+            have, limit = f"{size:,} bytes", f"{max_bytes:,} bytes"
+        raise TooLarge(f"The file is {have}; the largest accepted is {limit}.")
+
+
 def verify_image(
     fp: IO[bytes], *, max_bytes: int, max_pixels: int, thumbnail_px: int | None
 ) -> VerifiedImage:
@@ -119,17 +128,22 @@ def verify_image(
     sha256, size = _sha256_and_size(fp)
     if size == 0:
         raise Invalid("The file is empty.")
-    if size > max_bytes:
-        have, limit = bytes_text(size), bytes_text(max_bytes)
-        if have == limit:  # just over the limit: rounding would hide the difference
-            have, limit = f"{size:,} bytes", f"{max_bytes:,} bytes"
-        raise TooLarge(f"The file is {have}; the largest accepted is {limit}.")
+    check_size(size, max_bytes)
+    with warnings.catch_warnings():
+        # Pillow warns of damage it reads past (an invalid APNG falls back to its first image,
+        # corrupt EXIF is skipped): whether the image decodes decides, and no one reads warnings.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _open_and_check(fp, sha256, size, max_pixels=max_pixels, thumbnail_px=thumbnail_px)
+
+
+def _open_and_check(
+    fp: IO[bytes], sha256: str, size: int, *, max_pixels: int, thumbnail_px: int | None
+) -> VerifiedImage:
     head = fp.read(64)
     fp.seek(0)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(fp, formats=list(IMAGE_FORMATS))
+        image = Image.open(fp, formats=list(IMAGE_FORMATS))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise TooLarge(
             "The image has too many pixels to open safely; the largest accepted is "
@@ -141,7 +155,7 @@ def verify_image(
         other = _describe_other(head)
         what = f"This is {other}" if other else "This is not an image Cog can read"
         raise UnsupportedMedia(f"{what}; Cog accepts {ACCEPTED} images.") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # Pillow's plugins raise many types (AVIF's a RuntimeError)
         raise Invalid(f"The image is damaged and cannot be read ({exc}).") from exc
     with image:
         fmt = image.format or ""

@@ -215,6 +215,8 @@ async def test_a_png_declared_as_jpeg_is_recorded_as_png(client: httpx.AsyncClie
     fetched = await client.get(image["file_url"])
     assert fetched.headers["content-type"] == "image/png"
     assert fetched.content == data
+    # Saved from a browser, it is named as what it is.
+    assert fetched.headers["content-disposition"] == "inline; filename*=UTF-8''x.jpg.png"
 
 
 # --- thumbnails and file headers ----------------------------------------------------------------

@@ -10,7 +10,14 @@ from PIL import Image
 
 from cog.errors import CogError, Invalid, TooLarge, UnsupportedMedia
 from cog.imaging import VerifiedImage, thumbnail_fits, thumbnail_from_bytes, verify_image
-from tests.factories import image_bytes, noisy_png, padded_png, png_bomb
+from tests.factories import (
+    apng_claiming_no_frames,
+    avif_with_an_empty_item,
+    image_bytes,
+    noisy_png,
+    padded_png,
+    png_bomb,
+)
 
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 64_000_000, "thumbnail_px": 64}
 RED, BLUE = (230, 20, 20), (20, 20, 230)
@@ -157,6 +164,18 @@ def test_a_corrupt_png_is_invalid() -> None:
     data = bytearray(noisy_png(60, 60))
     data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # scribble inside the IDAT
     assert "damaged" in refusal(bytes(data), Invalid)
+
+
+def test_an_avif_whose_image_is_missing_is_invalid() -> None:
+    # Pillow's AVIF plugin raises a RuntimeError for it, which is no reason for a 500.
+    message = refusal(avif_with_an_empty_item(), Invalid)
+    assert message.startswith("The image is damaged")
+
+
+def test_damage_pillow_reads_past_with_a_warning_is_judged_by_the_decode() -> None:
+    # An APNG control chunk that claims no frames: Pillow warns and reads the still image. The
+    # warning reaches no one (pytest turns warnings into errors: this would fail if it did).
+    assert verify(apng_claiming_no_frames()).info.format == "PNG"
 
 
 def test_a_file_over_the_byte_limit() -> None:

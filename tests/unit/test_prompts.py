@@ -71,6 +71,8 @@ def test_templates_that_pass(source: str, position: int) -> None:
         ("{% import 'm.txt' as m %}", 0, "`import`"),
         ("{% from 'm.txt' import x %}{{ x }}", 0, "`from ... import`"),
         ("{% autoescape true %}{{ base_prompt }}{% endautoescape %}", 0, "`autoescape`"),
+        ("{% for s in steps recursive %}{{ loop(steps) }}{% endfor %}", 1, "recursive loop"),
+        ("{{ " + "(" * 400 + "1" + ")" * 400 + " }}", 0, "nests too deeply"),
     ],
 )
 def test_templates_that_are_refused(source: str, position: int, expected: str) -> None:
@@ -169,6 +171,10 @@ def test_render_does_not_escape_html() -> None:
         ("{{ series.colour }}", "could not be rendered"),
         ("{{ base_prompt | int / 0 }}", "could not be rendered"),
         ("{{ base_prompt ", "could not be rendered"),
+        # Python warns while it compiles this; the warning is no reason to fail otherwise.
+        ("{{ 0[1:] }}", "could not be rendered"),
+        ("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "recurses too deeply"),
+        ("{{ " + "(" * 400 + "1" + ")" * 400 + " }}", "nests or recurses too deeply"),
     ],
 )
 def test_a_template_that_fails_at_run_says_so(source: str, expected: str) -> None:
@@ -203,6 +209,99 @@ def test_the_sandbox_refuses_at_run_in_plain_words(source: str) -> None:
     message = caught.value.message
     assert "could not be rendered" in message or "may not do" in message
     assert "Traceback" not in message
+
+
+# Each would take seconds and gigabytes (or run forever) without the render's budget.
+BOMBS = {
+    "center": ("{{ 'x' | center(10**9) }}", "longer than 1,000,000 characters (`center`)"),
+    "center of a number": ("{{ 10**9 | center(10**9) }}", "(`center`)"),
+    "method": ("{{ base_prompt.ljust(10**9) }}", "(`ljust`)"),
+    "format width": ("{{ '{:>999999999}'.format(1) }}", "(`format`)"),
+    "nested format width": ("{{ '{:{}}'.format(1, 10**9) }}", "(`format`)"),
+    "format filter": (
+        "{% set x = 'x' * 99999 %}{{ ('%s' * 20) | format(" + ", ".join(["x"] * 20) + ") }}",
+        "(`format`)",
+    ),
+    "indent": ("{{ ('a\\n' * 50000) | indent(99999) }}", "(`indent`)"),
+    "replace": ("{% set x = 'x' * 99999 %}{{ x | replace('x', x) }}", "(`replace`)"),
+    "str.replace": ("{% set x = 'x' * 99999 %}{{ x.replace('x', x) }}", "(`replace`)"),
+    "join": ("{% set x = 'x' * 99999 %}{{ [x, x, x, x, x, x, x, x, x, x, x] | join }}", "(`join`)"),
+    "str.join": ("{% set x = 'x' * 99999 %}{{ x.join(x) }}", "(`join`)"),
+    "translate": ("{% set x = 'x' * 99999 %}{{ x.translate({120: x}) }}", "(`translate`)"),
+    "expandtabs": ("{{ ('\t' * 99999).expandtabs(99999) }}", "(`expandtabs`)"),
+    "to_bytes": ("{{ (1).to_bytes(10**9, 'big') | length }}", "(`to_bytes`)"),
+    "lipsum": ("{{ lipsum(10**6) }}", "(`lipsum`)"),
+    "doubling": ("{% set x = 'x' * 99999 %}" + "{% set x = x ~ x %}" * 30, "(`~`)"),
+    "doubling in a loop": (
+        "{% set ns = namespace(x='ab') %}{% for i in range(64) %}"
+        "{% set ns.x = ns.x ~ ns.x %}{% endfor %}",
+        "(`~`)",
+    ),
+    "repeated references": ("{% set x = 'x' * 99999 %}{{ [x] * 99999 }}", "(`*`)"),
+    "a namespace that holds itself": (
+        "{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}",
+        "characters",
+    ),
+    "output": ("{% for i in range(99) %}{{ 'x' * 99999 }}{% endfor %}", "rendered prompt"),
+    "nested loops": (
+        "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}",
+        "10,000 loop turns and calls",
+    ),
+    "loops over text": (
+        "{% for a in 'x' * 99999 %}{% for b in 'x' * 99999 %}{% endfor %}{% endfor %}",
+        "loop turns",
+    ),
+    "fan-out": (
+        "{% macro m(n) %}{% if n %}{{ m(n - 1) }}{{ m(n - 1) }}{% endif %}{% endmacro %}"
+        "{{ m(60) }}",
+        "loop turns and calls",
+    ),
+    "slow filters": (
+        "{% for i in range(99) %}{{ ('ab ' * 33333) | wordwrap(5) }}{% endfor %}",
+        "characters of text",
+    ),
+    "lorem ipsum": ("{% for i in range(99) %}{{ lipsum(99) }}{% endfor %}", "characters of text"),
+    "recursive loop": (
+        "{% for x in range(9) recursive %}{{ loop(range(9)) }}{% endfor %}",
+        "recursive loops",
+    ),
+    "slices": ("{{ range(9) | slice(10**9) | list }}", "`slice`"),
+    "padding": ("{{ [1] | batch(10**9, 'x') | list }}", "(`batch`)"),
+    "json indent": ("{{ (['x'] * 9999) | tojson(indent=9999) }}", "(`tojson`)"),
+}
+
+
+@pytest.mark.parametrize(("source", "expected"), list(BOMBS.values()), ids=list(BOMBS))
+def test_a_render_is_bounded_in_time_and_memory(source: str, expected: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(Invalid) as caught:
+        run(source)
+    assert time.perf_counter() - started < 2.0
+    assert expected in caught.value.message
+
+    tracemalloc.start()  # a second time, for its memory: tracing makes it slower
+    try:
+        with pytest.raises(Invalid):
+            run(source)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 30_000_000
+
+
+def test_a_render_within_the_budget_is_whole() -> None:
+    # Near each limit, but within it.
+    assert len(run("{{ 'x' * 99999 }}" * 10)) == 999_990
+    assert run("{% for a in range(90) %}{% for b in range(90) %}.{% endfor %}{% endfor %}") == (
+        "." * 8100
+    )
+    # What is measured before it is made is still all there when it is made.
+    assert run("{{ ', '.join(steps | map(attribute='text')) }}") == "A red fox in silver fog.,"
+    assert run("{{ steps | map(attribute='text') | join('/') }}") == "A red fox in silver fog./"
+    assert run("{{ steps | map(attribute='images') | sum(start=[]) | length }}") == "2"
+    assert run("{{ 'ab' | center(9) }}|{{ '{:>6}'.format('fox') }}|{{ 'a\tb'.expandtabs(4) }}") == (
+        "ab   |   fox|a   b"
+    )
 
 
 def test_the_sandbox_leaves_the_context_unchanged() -> None:

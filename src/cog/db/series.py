@@ -20,8 +20,26 @@ class SeriesStats:
     child_count: int
 
 
+# Any fixed number: the key of the PostgreSQL advisory lock that serializes changes of the tree.
+TREE_LOCK_KEY = 0x0C06_0002
+
+
 async def get(session: AsyncSession, series_id: uuid.UUID) -> Series | None:
     return await session.get(Series, series_id)
+
+
+async def lock_tree(session: AsyncSession) -> None:
+    """Keep the tree's shape still until this transaction ends.
+
+    Moves and deletions check the tree, then change it. Two at once (A under B while B goes
+    under A) would each pass its check and together cut a cycle loose; with the lock they take
+    turns, and the second checks what the first did. PostgreSQL takes an advisory lock; SQLite
+    has one writer at a time, so a write (of nothing) makes this transaction the writer, and
+    what it reads from then on is the latest."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(sa.select(sa.func.pg_advisory_xact_lock(TREE_LOCK_KEY)))
+    else:
+        await session.execute(sa.update(Series).where(sa.false()).values(title=Series.title))
 
 
 def _subtree_cte(root_id: uuid.UUID) -> sa.CTE:

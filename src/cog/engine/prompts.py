@@ -6,66 +6,27 @@ before). Anything else is refused when the step is saved, not when it runs: othe
 unknown filters and tests, other templates, and names starting with `_` (`''.__class__`).
 
 Saving a prompt only reads it; nothing in it is computed. What a template builds only when it
-runs (a name put together from pieces, a huge repetition) meets the sandbox then, and the step
-fails in plain words before anything reaches a model.
+runs (a name put together from pieces, a huge repetition) meets the sandbox then, with its
+budget (`cog.engine.sandbox`), and the step fails in plain words before anything reaches a
+model.
 """
 
 from __future__ import annotations
 
-import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.compiler import Frame
 from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from cog.engine.sandbox import OverBudget, PromptEnvironment, budget
 from cog.errors import Invalid
 
 VARIABLES = ("base_prompt", "series", "steps", "previous")
 
-# The longest text one `*` may make, and the largest number one `**` may (in bits).
-MAX_REPEAT_CHARS = 100_000
-MAX_POWER_BITS = 64 * 1024
-# A `%` format with a width or precision of five digits or more, or taken from the arguments.
-_WIDE_FORMAT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d{5,}|\d*\.(?:\*|\d{5,}))")
-
-
-class _PromptEnvironment(ImmutableSandboxedEnvironment):
-    """The sandbox, with the operators that can make huge values checked when they run.
-
-    Intercepted operators are also never evaluated while a template compiles (Jinja would
-    otherwise fold `{{ 'x' * 10**10 }}` as a constant), so saving a prompt computes nothing."""
-
-    intercepted_binops = frozenset({"*", "**", "%"})
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if _too_large(operator, left, right):
-            raise SecurityError(f"`{operator}` would make a value too large for a prompt")
-        return super().call_binop(context, operator, left, right)
-
-
-def _too_large(operator: str, left: Any, right: Any) -> bool:
-    if operator == "*":
-        return any(
-            isinstance(seq, str | list | tuple)
-            and isinstance(times, int)
-            and len(seq) * times > MAX_REPEAT_CHARS
-            for seq, times in ((left, right), (right, left))
-        )
-    if operator == "**":
-        return (
-            isinstance(left, int)
-            and isinstance(right, int)
-            and abs(left) > 1
-            and right * abs(left).bit_length() > MAX_POWER_BITS
-        )
-    return operator == "%" and isinstance(left, str) and _WIDE_FORMAT.search(left) is not None
-
-
-_env = _PromptEnvironment(
+_env = PromptEnvironment(
     undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True
 )
 
@@ -74,7 +35,7 @@ class _Introspection(meta.TrackingCodeGenerator):
     """Finds a template's variables without evaluating any part of it: Jinja's compiler folds
     constant expressions (filters with constant arguments too) as it goes."""
 
-    def __init__(self, environment: _PromptEnvironment) -> None:
+    def __init__(self, environment: PromptEnvironment) -> None:
         super().__init__(environment)
         self.optimizer = None
 
@@ -102,6 +63,13 @@ class StepOutput:
 
 def check_template(source: str, position: int) -> list[str]:
     """Problems with a step's template: syntax, unknown variables, references forward."""
+    try:
+        return _check_template(source, position)
+    except RecursionError:
+        return ["the prompt nests too deeply to be read"]
+
+
+def _check_template(source: str, position: int) -> list[str]:
     try:
         tree = _env.parse(source)
     except TemplateSyntaxError as exc:
@@ -156,6 +124,8 @@ def _unsupported(tree: nodes.Template) -> list[str]:
         )
         if tree.find(node_type) is not None
     ]
+    if any(loop.recursive for loop in tree.find_all(nodes.For)):
+        problems.append("the prompt uses a recursive loop, which prompts do not support")
     filters = sorted({n.name for n in tree.find_all(nodes.Filter) if n.name not in _env.filters})
     tests = sorted({n.name for n in tree.find_all(nodes.Test) if n.name not in _env.tests})
     problems += [f"the prompt uses an unknown filter `{name}`" for name in filters]
@@ -196,7 +166,17 @@ def render(
         "previous": steps[-1] if steps else None,
     }
     try:
-        return _env.from_string(source).render(context).strip()
+        with warnings.catch_warnings():
+            # Python warns of code it can tell will fail (`0[1:]`); the template fails when it
+            # runs, in plain words, and the server's log need not hear of it.
+            warnings.simplefilter("ignore", SyntaxWarning)
+            template = _env.from_string(source)
+        with budget():
+            return template.render(context).strip()
+    except OverBudget as exc:
+        raise Invalid(str(exc)) from exc
+    except RecursionError as exc:  # a macro that calls itself, a template nested too deeply
+        raise Invalid("The prompt could not be rendered: it nests or recurses too deeply.") from exc
     except SecurityError as exc:
         raise Invalid(f"The prompt tried something templates may not do: {exc}") from exc
     except TemplateError as exc:

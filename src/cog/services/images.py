@@ -23,7 +23,13 @@ from cog.db.models import Image, ImageVersion
 from cog.db.pages import Page, check_limit
 from cog.domain import ImageSource
 from cog.errors import CogError, Conflict, Invalid, NotFound, TooLarge
-from cog.imaging import VerifiedImage, thumbnail_fits, thumbnail_from_bytes, verify_image
+from cog.imaging import (
+    VerifiedImage,
+    check_size,
+    thumbnail_fits,
+    thumbnail_from_bytes,
+    verify_image,
+)
 from cog.services import series as series_service
 from cog.storage import ObjectStore, StoredObjectMissing
 from cog.storage.keys import image_key, thumbnail_key
@@ -37,10 +43,14 @@ UNSET: Any = series_service.UNSET
 
 @dataclass(frozen=True)
 class IncomingFile:
-    """A file as a person sent it. `filename` is only ever recorded, never used as a path."""
+    """A file as a person sent it. `filename` is only ever recorded, never used as a path.
+
+    `size`, when given, is how many bytes were sent: over `COG_MAX_UPLOAD_BYTES`, `file` holds
+    none of them (a receiver does not keep what it would refuse)."""
 
     filename: str | None
     file: IO[bytes]
+    size: int | None = None
 
 
 class UploadRefused(CogError):
@@ -87,6 +97,14 @@ async def require(session: AsyncSession, image_id: uuid.UUID) -> Image:
     return found
 
 
+def check_file_count(count: int, settings: Settings) -> None:
+    if count > settings.max_files_per_upload:
+        raise TooLarge(
+            f"{count} files in one upload; at most {settings.max_files_per_upload} are "
+            "accepted at once."
+        )
+
+
 async def upload(
     session: AsyncSession,
     store: ObjectStore,
@@ -98,16 +116,14 @@ async def upload(
     await series_service.require(session, series_id)
     if not files:
         raise Invalid("No files were sent; send one or more in parts named `files`.")
-    if len(files) > settings.max_files_per_upload:
-        raise TooLarge(
-            f"{len(files)} files in one upload; at most {settings.max_files_per_upload} are "
-            "accepted at once."
-        )
+    check_file_count(len(files), settings)
     names = [display_name(f.filename, i) for i, f in enumerate(files)]
     verified: list[VerifiedImage] = []
     refusals: list[tuple[str, CogError]] = []
     for name, incoming in zip(names, files, strict=True):
         try:
+            if incoming.size is not None:
+                check_size(incoming.size, settings.max_upload_bytes)
             verified.append(await verify(settings, incoming.file))
         except CogError as err:
             refusals.append((name, err))

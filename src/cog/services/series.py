@@ -63,6 +63,7 @@ async def create(
     parent_id: uuid.UUID | None = None,
 ) -> Series:
     if parent_id is not None:
+        await series_db.lock_tree(session)  # the parent is not deleted while this goes in
         await require(session, parent_id)
     series = Series(
         title=title.strip(),
@@ -84,6 +85,8 @@ async def update(
     tags: list[str] = UNSET,
     parent_id: uuid.UUID | None = UNSET,
 ) -> Series:
+    if parent_id is not UNSET:
+        await series_db.lock_tree(session)  # before the checks, so they see any other move
     series = await require(session, series_id)
     if parent_id is not UNSET and parent_id != series.parent_id:
         if parent_id is not None:
@@ -138,6 +141,7 @@ async def delete(
     Rows go first, in one transaction; files go after the commit, so no row ever points at a
     missing file. A file whose delete fails is left for `cog doctor` to find, never a row.
     """
+    await series_db.lock_tree(session)  # no series moves into the subtree while it goes
     await require(session, series_id)
     ids = await series_db.subtree_ids(session, series_id)
     image_ids = await series_db.image_ids_in(session, ids)

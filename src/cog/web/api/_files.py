@@ -36,16 +36,21 @@ class StoredFile:
 
 
 def download_name(filename: str | None, ident: uuid.UUID | str, storage_path: str) -> str:
-    """The name a download is saved under: the recorded file name, with the extension of the
-    stored file when the name says another image type (an edit of `photo.jpg` is a PNG)."""
+    """The name a download is saved under: the recorded file name, always ending in the
+    extension of what the bytes are, so a saved file never opens as something else. A name
+    that says another image type gets the right one (an edit of `photo.jpg` is a PNG); any
+    other name gets it added (`page.html` holding a PNG with a script after it is saved as
+    `page.html.png`)."""
     extension = storage_path.rsplit(".", 1)[-1]
     if not filename:
         return f"{ident}.{extension}"
     stem, dot, suffix = filename.rpartition(".")
-    same = suffix.lower() == extension or {suffix.lower(), extension} == {"jpeg", "jpg"}
-    if dot and stem and suffix.lower() in _IMAGE_SUFFIXES and not same:
+    suffix = suffix.lower()
+    if dot and (suffix == extension or {suffix, extension} <= {"jpeg", "jpg", "jpe", "jfif"}):
+        return filename
+    if dot and stem and suffix in _IMAGE_SUFFIXES:
         return f"{stem}.{extension}"
-    return filename
+    return f"{filename}.{extension}"
 
 
 def _not_modified(request: Request, etag: str) -> bool:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from cog.errors import Invalid
 from cog.services import batch as batch_service
 from cog.services import images as images_service
 from cog.services.batch import BatchAction
-from cog.services.images import IncomingFile
 from cog.web.api._files import (
     CACHE_REVALIDATE,
     StoredFile,
@@ -28,28 +27,57 @@ from cog.web.schemas import (
     ImageOut,
     ImageUpdate,
     SearchText,
+    error_response,
     error_responses,
 )
+from cog.web.uploads import receive_files
 
 router = APIRouter(prefix="/api", tags=["images"], responses=error_responses(401, 404, 422))
+
+
+# The body is read by `receive_files`, as it arrives; this is what the docs show of it.
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "One or more images.",
+                    }
+                },
+            }
+        }
+    },
+}
 
 
 @router.post(
     "/series/{series_id}/images",
     response_model=ImageList,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(400, 413, 415),
+    openapi_extra={"requestBody": UPLOAD_BODY},
+    responses={
+        **error_response(400, "The request is not a well-formed multipart upload."),
+        **error_response(413, "A file or the batch is too large."),
+        **error_response(415, "A file is not an accepted image type."),
+        **error_response(422, "No files, or a file is empty, damaged or truncated."),
+    },
 )
 async def upload_images(
     series_id: uuid.UUID,
+    request: Request,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
-    files: Annotated[list[UploadFile], File(description="One or more images.", min_length=1)],
 ) -> ImageList:
     """Upload images. Every file is verified; if one is refused, none is kept."""
-    incoming = [IncomingFile(f.filename, f.file) for f in files]
-    images = await images_service.upload(session, store, settings, series_id, incoming)
+    async with receive_files(request, settings) as incoming:
+        images = await images_service.upload(session, store, settings, series_id, incoming)
     return ImageList(items=[ImageOut.of(i) for i in images], next_cursor=None)
 
 
@@ -72,9 +100,9 @@ async def list_images(
     "/images/batch",
     response_model=BatchOut,
     responses={
-        404: {"description": "An image or the target series does not exist; nothing changed."},
-        413: {"description": "Too many ids, or a filter matching too many images."},
-        422: {"description": "The batch cannot be done as asked; nothing changed."},
+        **error_response(404, "An image or the target series does not exist; nothing changed."),
+        **error_response(413, "Too many ids, or a filter matching too many images."),
+        **error_response(422, "The batch cannot be done as asked; nothing changed."),
     },
 )
 async def batch_images(body: BatchIn, session: SessionDep, store: StoreDep) -> BatchOut:
