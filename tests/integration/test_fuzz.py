@@ -69,6 +69,18 @@ ALSO_REFUSED: dict[str, tuple[list[str], str]] = {
     ),
     "PATCH /api/jobs/{job_id}/steps/{position}": (["422"], "the step rules, as above"),
     "POST /api/jobs/{job_id}/draft": (["422"], "the job's base prompt may have been emptied"),
+    "GET /api/images/export": (["422"], "exactly one of `ids` and a filter is needed"),
+    "POST /api/images/export": (["422"], "exactly one of `ids` and `filter` is needed"),
+    "POST /api/images/batch": (
+        ["422"],
+        "exactly one of `ids` and `filter`, and the fields the action needs (`series_id` for a "
+        "move, `tags` to tag)",
+    ),
+    "POST /api/images/{image_id}/versions": (
+        ["413", "415", "422"],
+        "a replacement's schema is bytes, as for uploads; an edit's prompt may be refused by "
+        "the model",
+    ),
 }
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 

@@ -216,7 +216,7 @@ async def test_a_png_declared_as_jpeg_is_recorded_as_png(client: httpx.AsyncClie
     assert fetched.headers["content-type"] == "image/png"
     assert fetched.content == data
     # Saved from a browser, it is named as what it is.
-    assert fetched.headers["content-disposition"] == "inline; filename*=UTF-8''x.jpg.png"
+    assert fetched.headers["content-disposition"] == "inline; filename*=UTF-8''x.png"
 
 
 # --- thumbnails and file headers ----------------------------------------------------------------
@@ -721,10 +721,16 @@ async def test_unknown_and_malformed_image_ids(client: httpx.AsyncClient) -> Non
     for suffix in ("", "/file", "/thumbnail"):
         body = assert_refused(await client.get(f"/api/images/{missing}{suffix}"), 404)
         assert str(missing) in body["detail"]
-        assert_refused(await client.get(f"/api/images/not-an-id{suffix}"), 422)
+        # Image routes only match ids, so `/api/images/batch` and `/api/images/export` are never
+        # taken for an image: anything else is no image at all.
+        assert_refused(await client.get(f"/api/images/not-an-id{suffix}"), 404)
     assert_refused(await client.patch(f"/api/images/{missing}", json={"metadata": {}}), 404)
     assert_refused(await client.delete(f"/api/images/{missing}"), 404)
-    assert_refused(await client.delete("/api/images/123"), 422)
+    assert_refused(await client.delete("/api/images/123"), 404)
+    refused = assert_refused(await client.patch("/api/images/batch", json={}), 405)
+    assert (
+        refused["detail"] and "POST" in (await client.patch("/api/images/batch")).headers["allow"]
+    )
 
 
 # --- delete -------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from cog.web.api import jobs as jobs_api
 from cog.web.api import series as series_api
 from cog.web.api import versions as versions_api
 from cog.web.pages.errors import error_page, htmx_error_headers
+from cog.web.schemas import error_responses
 from cog.web.security import CrossSiteGuard, SecurityHeaders, TokenGuard
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -55,6 +56,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # Every operation can answer these, each as `{"detail": ...}`; routers add their own.
+        responses=error_responses(401, 404, 422),
     )
     app.state.cog = state
 

@@ -13,7 +13,7 @@ from cog.errors import Invalid
 from cog.services import export as export_service
 from cog.services.selection import Selection
 from cog.web.deps import SessionDep, StateDep
-from cog.web.schemas import SearchText, SelectionIn
+from cog.web.schemas import SearchText, SelectionIn, error_responses
 
 router = APIRouter(prefix="/api", tags=["export"])
 
@@ -79,7 +79,9 @@ async def export_images(
     return await zip_response(session, state, selection)
 
 
-@router.post("/images/export", response_class=StreamingResponse, responses=ZIP)
+@router.post(
+    "/images/export", response_class=StreamingResponse, responses={**ZIP, **error_responses(400)}
+)
 async def export_selection(
     body: SelectionIn, session: SessionDep, state: StateDep
 ) -> StreamingResponse:

@@ -100,6 +100,7 @@ async def list_images(
     "/images/batch",
     response_model=BatchOut,
     responses={
+        **error_responses(400),
         **error_response(404, "An image or the target series does not exist; nothing changed."),
         **error_response(413, "Too many ids, or a filter matching too many images."),
         **error_response(422, "The batch cannot be done as asked; nothing changed."),
@@ -127,12 +128,12 @@ async def batch_images(body: BatchIn, session: SessionDep, store: StoreDep) -> B
     )
 
 
-@router.get("/images/{image_id}", response_model=ImageOut)
+@router.get("/images/{image_id:uuid}", response_model=ImageOut)
 async def get_image(image_id: uuid.UUID, session: SessionDep) -> ImageOut:
     return ImageOut.of(await images_service.require(session, image_id))
 
 
-@router.patch("/images/{image_id}", response_model=ImageOut, responses=error_responses(400))
+@router.patch("/images/{image_id:uuid}", response_model=ImageOut, responses=error_responses(400))
 async def update_image(image_id: uuid.UUID, body: ImageUpdate, session: SessionDep) -> ImageOut:
     sent = body.model_fields_set
     for field in ("series_id", "metadata", "tags"):
@@ -144,14 +145,14 @@ async def update_image(image_id: uuid.UUID, body: ImageUpdate, session: SessionD
     return ImageOut.of(image)
 
 
-@router.delete("/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/images/{image_id:uuid}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_image(image_id: uuid.UUID, session: SessionDep, store: StoreDep) -> Response:
     await images_service.delete(session, store, image_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(
-    "/images/{image_id}/file",
+    "/images/{image_id:uuid}/file",
     response_class=StreamingResponse,
     responses={200: {"content": {"image/*": {}}}, 304: {"description": "Not modified"}},
 )
@@ -176,7 +177,7 @@ async def image_file(
 
 
 @router.get(
-    "/images/{image_id}/thumbnail",
+    "/images/{image_id:uuid}/thumbnail",
     response_class=Response,
     responses={200: {"content": {"image/webp": {}}}, 304: {"description": "Not modified"}},
 )

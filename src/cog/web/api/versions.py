@@ -60,7 +60,7 @@ _NEW_VERSION_BODY: dict[str, Any] = {
 }
 
 
-@router.get("/images/{image_id}/versions", response_model=VersionList)
+@router.get("/images/{image_id:uuid}/versions", response_model=VersionList)
 async def list_versions(image_id: uuid.UUID, session: SessionDep) -> VersionList:
     """Every version of the image, oldest first; `is_current` marks the one the image shows."""
     image, versions = await versions_service.listing(session, image_id)
@@ -68,7 +68,7 @@ async def list_versions(image_id: uuid.UUID, session: SessionDep) -> VersionList
 
 
 @router.post(
-    "/images/{image_id}/versions",
+    "/images/{image_id:uuid}/versions",
     response_model=VersionOut,
     status_code=status.HTTP_201_CREATED,
     openapi_extra={"requestBody": _NEW_VERSION_BODY},
@@ -137,7 +137,7 @@ async def add_version(
     return VersionOut.of(version, current=version.number)
 
 
-@router.get("/images/{image_id}/versions/{number}", response_model=VersionOut)
+@router.get("/images/{image_id:uuid}/versions/{number}", response_model=VersionOut)
 async def get_version(image_id: uuid.UUID, number: Number, session: SessionDep) -> VersionOut:
     image, versions = await versions_service.listing(session, image_id)
     for out in VersionOut.all_of(image, versions):
@@ -148,7 +148,7 @@ async def get_version(image_id: uuid.UUID, number: Number, session: SessionDep) 
 
 
 @router.get(
-    "/images/{image_id}/versions/{number}/file",
+    "/images/{image_id:uuid}/versions/{number}/file",
     response_class=StreamingResponse,
     responses={200: {"content": {"image/*": {}}}, 304: {"description": "Not modified"}},
 )
@@ -178,7 +178,7 @@ async def version_file(
 
 
 @router.get(
-    "/images/{image_id}/versions/{number}/thumbnail",
+    "/images/{image_id:uuid}/versions/{number}/thumbnail",
     response_class=Response,
     responses={200: {"content": {"image/webp": {}}}, 304: {"description": "Not modified"}},
 )
@@ -200,7 +200,7 @@ async def version_thumbnail(
 
 
 @router.post(
-    "/images/{image_id}/versions/{number}/restore",
+    "/images/{image_id:uuid}/versions/{number}/restore",
     response_model=VersionOut,
     status_code=status.HTTP_201_CREATED,
     responses=error_response(409, "The version is already the current one."),
@@ -215,7 +215,7 @@ async def restore_version(
 
 
 @router.post(
-    "/images/{image_id}/versions/{number}/split",
+    "/images/{image_id:uuid}/versions/{number}/split",
     response_model=ImageOut,
     status_code=status.HTTP_201_CREATED,
 )
@@ -244,7 +244,7 @@ def link_out(link: Link) -> LinkOut:
     )
 
 
-@router.get("/images/{image_id}/lineage", response_model=LineageOut)
+@router.get("/images/{image_id:uuid}/lineage", response_model=LineageOut)
 async def image_lineage(image_id: uuid.UUID, session: SessionDep) -> LineageOut:
     """What the image's versions were made from (reference images of the step that made it,
     the version an edit started from) and what was made from them. The links stay when the
