@@ -26,6 +26,7 @@ from cog.runtime import Runtime
 from cog.web import pages
 from cog.web.api import images as images_api
 from cog.web.api import jobs as jobs_api
+from cog.web.api import search as search_api
 from cog.web.api import series as series_api
 from cog.web.pages.errors import error_page, htmx_error_headers
 from cog.web.security import CrossSiteGuard, SecurityHeaders, TokenGuard
@@ -109,6 +110,8 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     app.include_router(series_api.router)
+    # Before the images' routes: `/api/images/search` is not an image id.
+    app.include_router(search_api.router)
     app.include_router(images_api.router)
     app.include_router(jobs_api.router)
     app.include_router(pages.router)
