@@ -7,7 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -62,6 +62,11 @@ async def rows_of(
         )
         for s in page.items
     ]
+
+
+def gallery_url(series_id: uuid.UUID, cursor: str | None) -> str | None:
+    """Where the gallery's next page is, or None after the last."""
+    return f"/cog/series/{series_id}/images?{urlencode({'cursor': cursor})}" if cursor else None
 
 
 def split_tags(text: str) -> list[str]:
@@ -202,7 +207,7 @@ async def series_detail(
         series=view.series,
         children=children,
         images=images.items,
-        next_cursor=images.next_cursor,
+        next_url=gallery_url(series_id, images.next_cursor),
         jobs=jobs.items,
         last_runs=last_runs,
         form={},
@@ -221,9 +226,8 @@ async def gallery_page(
     return render(
         request,
         "series/_gallery_page.html",
-        series_id=series_id,
         images=images.items,
-        next_cursor=images.next_cursor,
+        next_url=gallery_url(series_id, images.next_cursor),
     )
 
 
