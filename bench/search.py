@@ -252,14 +252,14 @@ def capture_sql(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
 
 
 async def explain(
-    engine: AsyncEngine, statement: str, parameters: Any, settings: list[str]
+    engine: AsyncEngine, statement: str, parameters: Any, settings: list[tuple[str, Any]]
 ) -> list[str]:
     """The database's plan for one statement the app sent, with the same parameters and the
     settings the app made for its transaction."""
     prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
-    async with engine.connect() as conn:  # one transaction: SET LOCAL holds until its end
-        for setting in settings:
-            await conn.exec_driver_sql(setting)
+    async with engine.connect() as conn:  # one transaction, where the settings hold
+        for setting, values in settings:
+            await conn.exec_driver_sql(setting, values)
         result = await conn.exec_driver_sql(prefix + statement, parameters)
         rows = result.all()
     if engine.dialect.name == "sqlite":
@@ -321,7 +321,7 @@ async def measure(
                     again.raise_for_status()
     # The plan of the first request's page query, with what the request set before it.
     at = next(n for n, (s, _) in enumerate(statements) if "ORDER BY cog_images.created_at" in s)
-    settings = [s for s, _ in statements[:at] if s.startswith("SET LOCAL")]
+    settings = [(s, p) for s, p in statements[:at] if "set_config(" in s]
     plan = await explain(engine, *statements[at], settings)
     return {
         "requests": len(first) + len(second),

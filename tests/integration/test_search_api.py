@@ -438,10 +438,12 @@ async def plan_of_search(
         assert response.status_code == 200, response.text
     at = next(n for n, (s, _) in enumerate(sent) if "ORDER BY cog_images.created_at DESC" in s)
     statement, parameters = sent[at]
-    # What the request set for its transaction before the query, then what the test adds.
-    settings = [s for s, _ in sent[:at] if s.startswith("SET LOCAL")] + list(pg_settings)
-    async with engine.connect() as conn:
-        for setting in settings:
+    async with engine.connect() as conn:  # one transaction, as the request's
+        # What the request set for its transaction before the query, then what the test adds.
+        for setting, values in sent[:at]:
+            if "set_config(" in setting:
+                await conn.exec_driver_sql(setting, values)
+        for setting in pg_settings:
             await conn.exec_driver_sql(setting)
         if engine.dialect.name == "sqlite":
             rows = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)

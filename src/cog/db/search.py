@@ -253,9 +253,12 @@ def dialect_of(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-async def _set(session: AsyncSession, setting: str) -> None:
-    # For the rest of this transaction only (the session's, which ends with the request).
-    await session.execute(sa.text(f"SET LOCAL {setting}"))
+async def _set(session: AsyncSession, **settings: str) -> None:
+    """Change settings for the rest of this transaction only (the session's, which ends with
+    the request), all in one round trip."""
+    values = {f"v{n}": value for n, value in enumerate(settings.values())}
+    calls = ", ".join(f"set_config('{name}', :v{n}, true)" for n, name in enumerate(settings))
+    await session.execute(sa.text(f"SELECT {calls}"), values)
 
 
 async def _sqlite_way(session: AsyncSession, criteria: Criteria) -> Way:
@@ -295,17 +298,18 @@ async def page(
     if dialect == "sqlite":
         query = statement(criteria, dialect, await _sqlite_way(session, criteria))
         return await newest_first(session, query, Image, limit=limit, cursor=cursor)
-    # How many rows a search matches varies from none to all with its words, so it is planned
-    # for its own values every time, never with a plan made for other words.
-    await _set(session, "plan_cache_mode = force_custom_plan")
     few = await _postgres_few(session, criteria)
-    if few:  # through the GIN index and sorted: no walk along the date index
-        await _set(session, "enable_indexscan = off")
+    # How many rows a search matches varies from none to all with its words, so it is planned
+    # for its own values every time, never with a plan made for other words. With few
+    # matches, through the GIN index and sorted: no walk along the date index.
+    await _set(
+        session, plan_cache_mode="force_custom_plan", enable_indexscan="off" if few else "on"
+    )
     found = await newest_first(
         session, statement(criteria, dialect), Image, limit=limit, cursor=cursor
     )
     if few:
-        await _set(session, "enable_indexscan = on")
+        await _set(session, enable_indexscan="on")
     return found
 
 
