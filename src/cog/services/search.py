@@ -15,7 +15,7 @@ from cog.db import series as series_db
 from cog.db.models import Image
 from cog.db.pages import Page, check_limit
 from cog.domain import ImageSource
-from cog.errors import Invalid, NotFound
+from cog.errors import Invalid
 from cog.services import series as series_service
 
 MAX_TEXT = 500  # characters of query text
@@ -127,16 +127,16 @@ async def _series_ids(session: AsyncSession, search: Search) -> tuple[uuid.UUID,
     """The series searched: None for all of them."""
     if search.series_id is None:
         return None
-    try:
-        await series_service.require(session, search.series_id)
-    except NotFound as exc:
+    if search.include_subseries:
+        ids = tuple(await series_db.subtree_ids(session, search.series_id))  # [] when none
+    else:
+        ids = (search.series_id,) if await series_db.get(session, search.series_id) else ()
+    if not ids:
         raise Invalid(
             f"`series_id`: there is no series {search.series_id}; search everywhere, or choose "
             "another series."
-        ) from exc
-    if not search.include_subseries:
-        return (search.series_id,)
-    return tuple(await series_db.subtree_ids(session, search.series_id))
+        )
+    return ids
 
 
 async def models(session: AsyncSession) -> list[str]:
