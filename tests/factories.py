@@ -123,3 +123,52 @@ def apng_claiming_no_frames() -> bytes:
     """A PNG with an animation control chunk that says it has no frames: Pillow warns and reads
     the still image (the warning was an error under strict warning filters)."""
     return png_with_chunk(png_chunk(b"acTL", struct.pack(">II", 0, 0)))
+
+
+async def insert_images(database_url: str, series_id: str, *images: dict[str, Any]) -> list[str]:
+    """Image rows as a run or an upload leaves them (prompt, model, tags, when), written straight
+    to the database, with no file behind them: for what reads rows only, like search. Each dict
+    may give `prompt`, `original_filename`, `tags`, `model`, `source` and `created_at`."""
+    import datetime as dt
+    import uuid
+
+    import sqlalchemy as sa
+
+    from cog.db.models import Image as ImageRow
+    from cog.db.session import make_engine, make_sessionmaker
+
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for index, fields in enumerate(images):
+        image_id = uuid.uuid4()
+        generated = fields.get("source", "generated" if "prompt" in fields else "upload")
+        rows.append(
+            {
+                "id": image_id,
+                "series_id": uuid.UUID(series_id),
+                "source": generated,
+                "storage_path": f"images/{image_id}.png",
+                "original_filename": fields.get("original_filename"),
+                "mime_type": "image/png",
+                "width": 64,
+                "height": 48,
+                "size_bytes": 1000,
+                "sha256": image_id.hex * 2,
+                "prompt": fields.get("prompt"),
+                "model": fields.get("model"),
+                "provider": "preview" if generated == "generated" else None,
+                "meta": {},
+                "tags": fields.get("tags", []),
+                # Oldest first, a second apart, unless told.
+                "created_at": fields.get(
+                    "created_at", now - dt.timedelta(seconds=len(images) - index)
+                ),
+            }
+        )
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:  # ORM bulk INSERT
+            await session.execute(sa.insert(ImageRow), rows)
+    finally:
+        await engine.dispose()
+    return [str(row["id"]) for row in rows]

@@ -407,11 +407,11 @@ def test_the_tree_gallery_and_editing_tools(
     row.get_by_role("button", name="Show the sub-series of Archive").click()
     expect(row.locator(".children").first).to_be_hidden()
     # Search finds any level and says where it is.
-    page.locator("input[name=q]").fill("older")
+    page.locator("form.filters input[name=q]").fill("older")
     expect(page.locator("#series-results .row-title")).to_have_text(["Older"])
     expect(page.locator("#series-results .trail")).to_have_text(f"Archive {SEP} Old {SEP}")
     expect(page).to_have_url(re.compile(r"/cog\?q=older"))
-    page.locator("input[name=q]").fill("")
+    page.locator("form.filters input[name=q]").fill("")
     page.locator("input[name=tag]").fill("old")
     expect(page.locator("#series-results .row-title")).to_have_text(["Archive"])
 
@@ -598,7 +598,7 @@ def test_titles_tags_prompts_and_file_names_are_shown_as_text_never_run(
     # The tree and search show it as text as well.
     page.goto(f"{cog.url}/cog")
     expect(page.locator(".row-title").filter(has_text="Ёжик")).to_have_count(1)
-    page.locator("input[name=q]").fill("тумане 霧")
+    page.locator("form.filters input[name=q]").fill("тумане 霧")
     expect(page.locator(".result-count")).to_contain_text("тумане 霧")
     expect(page.locator("#series-results .row-title")).to_have_text([EVIL, EVIL])
     expect(page.locator("#series-results .trail")).to_have_text(f"{EVIL} {SEP}")

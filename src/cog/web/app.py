@@ -28,6 +28,7 @@ from cog.web import pages
 from cog.web.api import exports as exports_api
 from cog.web.api import images as images_api
 from cog.web.api import jobs as jobs_api
+from cog.web.api import search as search_api
 from cog.web.api import series as series_api
 from cog.web.api import versions as versions_api
 from cog.web.pages.errors import error_page, htmx_error_headers
@@ -119,8 +120,9 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     app.include_router(series_api.router)
-    # Before the images routes: `/api/images/export` is not an image id.
+    # Before the images routes: `/api/images/export` and `/api/images/search` are not image ids.
     app.include_router(exports_api.router)
+    app.include_router(search_api.router)
     app.include_router(images_api.router)
     app.include_router(versions_api.router)
     app.include_router(jobs_api.router)

@@ -7,7 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -63,6 +63,15 @@ async def rows_of(
         )
         for s in page.items
     ]
+
+
+def gallery_url(series_id: uuid.UUID, cursor: str | None, tag: str = "") -> str | None:
+    """Where the gallery's next page is (of the images with `tag`, if one), or None after the
+    last."""
+    if not cursor:
+        return None
+    query = {"cursor": cursor, **({"tag": tag} if tag else {})}
+    return f"/cog/series/{series_id}/images?{urlencode(query)}"
 
 
 def split_tags(text: str) -> list[str]:
@@ -208,7 +217,7 @@ async def series_detail(
         series=view.series,
         children=children,
         images=images.items,
-        next_cursor=images.next_cursor,
+        next_url=gallery_url(series_id, images.next_cursor, tag),
         jobs=jobs.items,
         last_runs=last_runs,
         form={},
@@ -242,9 +251,8 @@ async def gallery_page(
     return render(
         request,
         "series/_gallery_page.html",
-        series_id=series_id,
         images=images.items,
-        next_cursor=images.next_cursor,
+        next_url=gallery_url(series_id, images.next_cursor, tag),
         tag=tag,
     )
 

@@ -462,6 +462,26 @@
     });
 
     render();
+  // --- search ----------------------------------------------------------------------------------
+
+  // A search's address carries only the fields in use, so it stays short to share.
+  document.addEventListener("htmx:configRequest", (event) => {
+    const form = event.detail.elt;
+    if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-drop-empty")) return;
+    const params = event.detail.parameters;
+    for (const name of Object.keys(params)) {
+      if (params[name] === "") delete params[name];
+    }
+    for (const field of $$("[data-only-with]", form)) {
+      if (!params[field.dataset.onlyWith]) delete params[field.name];
+    }
+  });
+
+  // The search box is focused on arrival with the caret after its words, to go on typing.
+  const searchBox = $("[data-focus-end]");
+  if (searchBox) {
+    searchBox.focus();
+    searchBox.setSelectionRange(searchBox.value.length, searchBox.value.length);
   }
 
   // --- uploads -----------------------------------------------------------------------------------
