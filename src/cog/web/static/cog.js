@@ -462,6 +462,8 @@
     });
 
     render();
+  }
+
   // --- search ----------------------------------------------------------------------------------
 
   // A search's address carries only the fields in use, so it stays short to share.
