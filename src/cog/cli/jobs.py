@@ -326,7 +326,8 @@ def jobs_run(
             stale_after_s=ctx.settings.run_stale_after_s,
             name=worker_name("cli"),
         )
-        if not await runs_db.claim(ctx.session, started.id, executor.name):
+        limit = ctx.settings.batch_concurrency
+        if not await runs_db.claim(ctx.session, started.id, executor.name, batch_limit=limit):
             err.print(f"Another Cog process took run {started.id}; it runs there.")
             return await runs_service.view(ctx.session, started.id)
 
