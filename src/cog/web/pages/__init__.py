@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from cog.web.pages import auth, images, jobs, runs, series
+from cog.web.pages import auth, batches, images, jobs, runs, series
 
 router = APIRouter(include_in_schema=False)
-for module in (auth, series, images, jobs, runs):
+for module in (auth, series, images, jobs, batches, runs):
     router.include_router(module.router)
 
 __all__ = ["router"]
