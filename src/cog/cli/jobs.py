@@ -231,9 +231,9 @@ def jobs_edit(
     steps = run(load)
     header = (
         "# Steps of the job, in order. Each: kind (llm | image), prompt (a template: "
-        "{{ base_prompt }}, {{ series.title }}, {{ steps[0].text }}, {{ previous.text }}),\n"
-        "# model (null: the default), config (count, aspect_ratio, image_size, temperature, "
-        "input_images).\n"
+        "{{ base_prompt }}, {{ series.title }}, {{ steps[0].text }}, {{ previous.text }},\n"
+        "# in a batch {{ input.prompt }}), model (null: the default), config (count, "
+        "aspect_ratio, image_size, temperature, input_images: ids, step:N or input).\n"
     )
     text = (
         header
