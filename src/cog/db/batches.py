@@ -118,6 +118,15 @@ async def lock(session: AsyncSession, batch_id: uuid.UUID) -> None:
         )
 
 
+async def lock_of_run(session: AsyncSession, run_id: uuid.UUID) -> None:
+    """`lock` the batch of a run, if it has one, in one statement."""
+    if session.get_bind().dialect.name == "postgresql":
+        batch_of_run = sa.select(JobRun.batch_id).where(JobRun.id == run_id).scalar_subquery()
+        await session.execute(
+            sa.select(Batch.id).where(Batch.id == batch_of_run).with_for_update(key_share=True)
+        )
+
+
 async def settle(session: AsyncSession, batch_id: uuid.UUID) -> BatchStatus | None:
     """End the batch when none of its runs is queued or running; answers the status it got.
 

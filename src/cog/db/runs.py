@@ -131,8 +131,7 @@ async def claim(session: AsyncSession, run_id: uuid.UUID, worker: str, *, batch_
     On PostgreSQL the batch's row is held first, so two claimers of runs of one batch count
     its running runs one after the other; on SQLite the update is one statement under the
     database's write lock."""
-    if (batch_id := await batch_of(session, run_id)) is not None:
-        await batches_db.lock(session, batch_id)
+    await batches_db.lock_of_run(session, run_id)
     now = utcnow()
     result = await session.execute(
         sa.update(JobRun)
