@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     run_concurrency: Annotated[int, Field(ge=1, le=64)] = Field(
         4, description="Runs one process executes at the same time."
     )
+    batch_concurrency: Annotated[int, Field(ge=1, le=32)] = Field(
+        2, description="Runs of one batch that execute at the same time, across all processes."
+    )
     run_stale_after_s: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds without a heartbeat after which a running run is resumed."
     )

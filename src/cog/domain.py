@@ -49,6 +49,17 @@ class RunStatus(StrEnum):
         return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
 
 
+class BatchStatus(StrEnum):
+    running = "running"  # while any of its runs is queued or running
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self is not BatchStatus.running
+
+
 class StepStatus(StrEnum):
     pending = "pending"
     running = "running"
@@ -72,3 +83,4 @@ ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9"
 IMAGE_SIZES = ("1K", "2K", "4K")
 MAX_IMAGES_PER_STEP = 8
 MAX_STEPS = 20
+MAX_BATCH_IMAGES = 1000

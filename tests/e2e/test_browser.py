@@ -374,6 +374,65 @@ def test_a_newcomer_makes_series_uploads_and_runs_a_job(
     page.context.close()
 
 
+# --- a batch: the job for each image ---------------------------------------------------------
+
+
+def test_a_batch_started_from_the_job_page_runs_to_its_end(
+    browser: Browser, cog: Cog, watch: Watch
+) -> None:
+    api = cog.api
+    top = api.post("/api/series", json={"title": "Harbours"}).json()
+    child = api.post("/api/series", json={"title": "Piers", "parent_id": top["id"]}).json()
+    for series, names in ((top, ["quay.png", "buoy.png"]), (child, ["pier.png"])):
+        files = [
+            ("files", (name, png(120, 90, (40 * n, 120, 160)), "image/png"))
+            for n, name in enumerate(names)
+        ]
+        assert api.post(f"/api/series/{series['id']}/images", files=files).status_code == 201
+    job = api.post(f"/api/series/{top['id']}/jobs", json={"base_prompt": "ink"}).json()
+
+    page = open_page(browser, watch)
+    page.goto(f"{cog.url}/cog/jobs/{job['id']}")
+    # One image step that takes the batch's image as its reference and names it in its prompt.
+    page.locator("#add-image").click()
+    page.locator("textarea[name='steps-0-prompt']").fill("Ink drawing of {{ input.filename }}")
+    page.locator("#step-0 .inputs summary").click()
+    page.get_by_label("This batch's image").check()
+
+    # The series with its sub-series: the count follows the choice.
+    form = page.locator("#batch-form")
+    expect(form.locator("#batch-button")).to_have_text("▶ Run for each of 2 images")
+    form.get_by_label("with its sub-series").check()
+    expect(form.locator("#batch-button")).to_have_text("▶ Run for each of 3 images")
+    form.locator("#batch-button").click()
+
+    # The steps are saved and the batch's card appears, then fills to the end by itself.
+    expect(page.locator("#save-state")).to_contain_text("Saved and started 3 runs")
+    card = page.locator(".batch").first
+    expect(card.locator(".batch-title")).to_have_text("For each of 3 images")
+    expect(card.locator(".badge")).to_have_text(re.compile("running|succeeded"))
+    expect(card.locator(".badge")).to_have_text("succeeded", timeout=20_000)
+    expect(card.locator(".batch-progress")).to_have_attribute("aria-valuenow", "3")
+    expect(card.locator(".bar-ok")).to_have_attribute("width", "3")
+    expect(card.locator(".batch-counts")).to_contain_text("3 / 3 done")
+    expect(card.locator(".batch-counts")).to_contain_text("3 succeeded")
+    expect(card.locator(".batch-run")).to_have_count(3)
+    expect(card.locator(".batch-run img")).to_have_count(6)  # each input and what it made
+    expect(card.locator(".batch-actions")).to_have_count(0)  # nothing left to cancel
+    shoot(page, "batch-job-page-desktop")
+    saved = api.get(f"/api/jobs/{job['id']}").json()["steps"]
+    assert saved[0]["config"]["input_images"] == ["input"]
+
+    # A run of the batch opens, with the prompt its image gave it.
+    card.locator(".batch-run a").first.click()
+    opened = page.locator(".run[open]").first
+    expect(opened.locator(".run-summary .badge")).to_have_text("succeeded")
+    opened.get_by_text("Prompt as sent").first.click()
+    expect(opened.locator("pre").first).to_contain_text("Ink drawing of quay.png")
+    watch.assert_clean()
+    page.context.close()
+
+
 # --- the everyday tools ---------------------------------------------------------------------------
 
 

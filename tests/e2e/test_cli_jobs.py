@@ -166,7 +166,7 @@ async def run_here(runtime: Runtime, job_id: str) -> dict[str, Any]:
     async with runtime.sessions() as session:
         started = await runs_service.start(session, uuid.UUID(job_id))
         executor = EmbeddedExecutor(runtime.runner_deps(), name="test")
-        assert await runs_db.claim(session, started.id, executor.name)
+        assert await runs_db.claim(session, started.id, executor.name, batch_limit=1)
     await executor.run_claimed(started.id)
     async with runtime.sessions() as session:
         return await runs_service.view(session, started.id)

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from tests.e2e.test_recovery import (
     wait_for_end,
     wait_until,
 )
+from tests.factories import image_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -334,3 +336,60 @@ def test_a_worker_carries_on_after_the_database_went_away_for_a_few_seconds(
     # that it could not record the end of its job while the database was away.)
     assert "lost the database" in worker.output(), worker.output()
     assert "crashed" not in worker.output(), worker.output()
+
+
+def test_a_batch_runs_through_the_workers_within_its_limit(
+    serve: Server, workers: Callable[..., Worker]
+) -> None:
+    """Six images, two workers with two slots each, COG_BATCH_CONCURRENCY=2 (the default): the
+    batch never has more than two runs going, a freed slot is taken within a couple of seconds,
+    and a plain run queued behind the batch gets one of the workers' other slots meanwhile."""
+    first, second = workers(concurrency=2), workers(concurrency=2)
+    with serve.client() as http:
+        series = ok(http.post("/api/series", json={"title": "Batch"}), 201)
+        files = [
+            ("files", (f"i{n}.png", image_bytes(color=(40 * n, 90, 30)), "image/png"))
+            for n in range(6)
+        ]
+        images = ok(http.post(f"/api/series/{series['id']}/images", files=files), 201)["items"]
+        job = ok(http.post(f"/api/series/{series['id']}/jobs", json={"base_prompt": "ink"}), 201)
+        steps = [
+            {
+                "kind": "image",
+                "prompt": "{{ base_prompt }}: {{ input.filename }}",
+                "config": {"input_images": ["input"]},
+            }
+        ]
+        ok(http.put(f"/api/jobs/{job['id']}/steps", json={"steps": steps}))
+        batch = ok(
+            http.post(
+                f"/api/jobs/{job['id']}/batches", json={"image_ids": [i["id"] for i in images]}
+            ),
+            202,
+        )
+        _plain_series, plain_id = start_run(http, three_image_steps(count=1))
+        deadline = time.monotonic() + 60
+        while (batch := ok(http.get(f"/api/batches/{batch['id']}")))["status"] == "running":
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.1)
+        assert batch["status"] == "succeeded", batch
+        assert batch["succeeded"] == 6
+        plain = wait_for_end(http, plain_id, seconds=30)
+        assert plain["status"] == "succeeded", plain
+        assert plain["started_at"] < batch["finished_at"]  # not held behind the batch
+
+    spans = sorted(
+        (datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
+        for r in batch["runs"]
+    )
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    at_once = [sum(step for _, step in edges[: n + 1]) for n in range(len(edges))]
+    assert max(at_once) == 2, spans
+    # Each run after the first two starts soon after an earlier one ended: it was waiting for
+    # that slot, not for a poll or an upkeep round.
+    for started, _ in spans[2:]:
+        gap = min((started - e).total_seconds() for _, e in spans if e <= started)
+        assert gap < 2.0, (gap, spans)
+    claimed = first.claimed() + second.claimed()
+    assert {r["id"] for r in batch["runs"]} <= set(claimed)
+    assert "Traceback" not in first.output() + second.output()

@@ -164,11 +164,24 @@ async def seed(client: httpx.AsyncClient) -> dict[str, str]:
         if (await client.get(f"/api/runs/{run_id}")).json()["status"] not in ("queued", "running"):
             break
         await asyncio.sleep(0.05)
+    batch_job = await client.post(
+        f"/api/series/{series['id']}/jobs", json={"title": "B", "base_prompt": "ink"}
+    )
+    batch_steps = [{"kind": "llm", "prompt": "Describe {{ input.filename }}."}]
+    batch_job_id = batch_job.json()["id"]
+    assert (
+        await client.put(f"/api/jobs/{batch_job_id}/steps", json={"steps": batch_steps})
+    ).is_success
+    batch = await client.post(
+        f"/api/jobs/{batch_job_id}/batches", json={"image_ids": [image["id"]]}
+    )
+    assert batch.status_code == 202, batch.text
     return {
         "series_id": series["id"],
         "image_id": image["id"],
         "job_id": job_id,
         "run_id": run_id,
+        "batch_id": batch.json()["id"],
         "position": "0",
         "number": "1",
         "path": STATIC_FILE,

@@ -231,9 +231,9 @@ def jobs_edit(
     steps = run(load)
     header = (
         "# Steps of the job, in order. Each: kind (llm | image), prompt (a template: "
-        "{{ base_prompt }}, {{ series.title }}, {{ steps[0].text }}, {{ previous.text }}),\n"
-        "# model (null: the default), config (count, aspect_ratio, image_size, temperature, "
-        "input_images).\n"
+        "{{ base_prompt }}, {{ series.title }}, {{ steps[0].text }}, {{ previous.text }},\n"
+        "# in a batch {{ input.prompt }}), model (null: the default), config (count, "
+        "aspect_ratio, image_size, temperature, input_images: ids, step:N or input).\n"
     )
     text = (
         header
@@ -326,7 +326,8 @@ def jobs_run(
             stale_after_s=ctx.settings.run_stale_after_s,
             name=worker_name("cli"),
         )
-        if not await runs_db.claim(ctx.session, started.id, executor.name):
+        limit = ctx.settings.batch_concurrency
+        if not await runs_db.claim(ctx.session, started.id, executor.name, batch_limit=limit):
             err.print(f"Another Cog process took run {started.id}; it runs there.")
             return await runs_service.view(ctx.session, started.id)
 

@@ -13,7 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
+from cog.db import batches as batches_db
 from cog.db.base import utcnow
 from cog.db.models import Image, Job, JobRun, StepRun
 from cog.db.pages import Page, newest_first
@@ -48,8 +50,17 @@ async def step_runs_of(
     return out
 
 
-async def create(session: AsyncSession, job: Job, snapshot: list[dict[str, Any]]) -> JobRun:
-    """A queued run with one pending step run per step of the snapshot. The caller commits."""
+async def create(
+    session: AsyncSession,
+    job: Job,
+    snapshot: list[dict[str, Any]],
+    *,
+    batch_id: uuid.UUID | None = None,
+    input_image_id: uuid.UUID | None = None,
+    flush: bool = True,
+) -> JobRun:
+    """A queued run with one pending step run per step of the snapshot. The caller commits
+    (and flushes, when it adds many runs with `flush=False`)."""
     run = JobRun(
         id=uuid.uuid4(),
         job_id=job.id,
@@ -58,6 +69,8 @@ async def create(session: AsyncSession, job: Job, snapshot: list[dict[str, Any]]
         base_prompt=job.base_prompt,
         cancel_requested=False,
         attempts=0,
+        batch_id=batch_id,
+        input_image_id=input_image_id,
     )
     session.add(run)
     session.add_all(
@@ -74,23 +87,59 @@ async def create(session: AsyncSession, job: Job, snapshot: list[dict[str, Any]]
         )
         for position, step in enumerate(snapshot)
     )
-    await session.flush()
+    if flush:
+        await session.flush()
     return run
 
 
 async def page_of_job(
-    session: AsyncSession, job_id: uuid.UUID, *, limit: int, cursor: str | None
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None,
+    with_batches: bool = True,
 ) -> Page[JobRun]:
     query = sa.select(JobRun).where(JobRun.job_id == job_id)
+    if not with_batches:
+        query = query.where(JobRun.batch_id.is_(None))
     return await newest_first(session, query, JobRun, limit=limit, cursor=cursor)
 
 
-async def claim(session: AsyncSession, run_id: uuid.UUID, worker: str) -> bool:
-    """Take a queued run for `worker`. Only one claimer can win: the update is guarded."""
+async def batch_of(session: AsyncSession, run_id: uuid.UUID) -> uuid.UUID | None:
+    found: uuid.UUID | None = await session.scalar(
+        sa.select(JobRun.batch_id).where(JobRun.id == run_id)
+    )
+    return found
+
+
+def _running_in_batch() -> sa.ScalarSelect[int]:
+    """How many runs of the same batch as the run being updated are running."""
+    other = aliased(JobRun)
+    return (
+        sa.select(sa.func.count())
+        .select_from(other)
+        .where(other.batch_id == JobRun.batch_id, other.status == RunStatus.running)
+        .scalar_subquery()
+    )
+
+
+async def claim(session: AsyncSession, run_id: uuid.UUID, worker: str, *, batch_limit: int) -> bool:
+    """Take a queued run for `worker`. Only one claimer can win: the update is guarded. A run
+    of a batch that has `batch_limit` runs running already is left queued.
+
+    On PostgreSQL the batch's row is held first, so two claimers of runs of one batch count
+    its running runs one after the other; on SQLite the update is one statement under the
+    database's write lock."""
+    await batches_db.lock_of_run(session, run_id)
     now = utcnow()
     result = await session.execute(
         sa.update(JobRun)
-        .where(JobRun.id == run_id, JobRun.status == RunStatus.queued)
+        .where(
+            JobRun.id == run_id,
+            JobRun.status == RunStatus.queued,
+            sa.or_(JobRun.batch_id.is_(None), _running_in_batch() < batch_limit),
+        )
         .values(
             status=RunStatus.running,
             claimed_by=worker,
@@ -103,11 +152,38 @@ async def claim(session: AsyncSession, run_id: uuid.UUID, worker: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def queued(session: AsyncSession, limit: int) -> list[uuid.UUID]:
-    rows = await session.execute(
-        sa.select(JobRun.id)
+async def queued(session: AsyncSession, limit: int, *, batch_limit: int) -> list[uuid.UUID]:
+    """The oldest queued runs an executor may claim now: a batch's runs only as many as it has
+    free slots (`batch_limit` less its running runs), so a big batch never keeps the runs
+    queued after it waiting."""
+    running = (
+        sa.select(JobRun.batch_id, sa.func.count().label("n"))
+        .where(JobRun.status == RunStatus.running, JobRun.batch_id.is_not(None))
+        .group_by(JobRun.batch_id)
+        .subquery("running")
+    )
+    waiting = (
+        sa.select(
+            JobRun.id,
+            JobRun.batch_id,
+            JobRun.created_at,
+            sa.func.row_number()
+            .over(partition_by=JobRun.batch_id, order_by=(JobRun.created_at, JobRun.id))
+            .label("place"),
+        )
         .where(JobRun.status == RunStatus.queued)
-        .order_by(JobRun.created_at)
+        .subquery("waiting")
+    )
+    rows = await session.execute(
+        sa.select(waiting.c.id)
+        .outerjoin(running, running.c.batch_id == waiting.c.batch_id)
+        .where(
+            sa.or_(
+                waiting.c.batch_id.is_(None),
+                waiting.c.place + sa.func.coalesce(running.c.n, 0) <= batch_limit,
+            )
+        )
+        .order_by(waiting.c.created_at, waiting.c.id)
         .limit(limit)
     )
     return list(rows.scalars())

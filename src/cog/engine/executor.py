@@ -230,10 +230,11 @@ class EmbeddedExecutor(RunExecutor):
         free = self.max_runs - len(self._tasks)
         if free <= 0:
             return
+        limit = self.deps.settings.batch_concurrency
         async with self.deps.sessions() as session:
-            candidates = await runs_db.queued(session, free)
+            candidates = await runs_db.queued(session, free, batch_limit=limit)
             for run_id in candidates:
-                if await runs_db.claim(session, run_id, self.name):
+                if await runs_db.claim(session, run_id, self.name, batch_limit=limit):
                     self._spawn(run_id)
 
     def _spawn(self, run_id: uuid.UUID) -> None:

@@ -24,7 +24,7 @@ from jinja2.exceptions import SecurityError
 from cog.engine.sandbox import OverBudget, PromptEnvironment, budget
 from cog.errors import Invalid
 
-VARIABLES = ("base_prompt", "series", "steps", "previous")
+VARIABLES = ("base_prompt", "series", "steps", "previous", "input")
 
 _env = PromptEnvironment(
     undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True
@@ -51,6 +51,22 @@ class SeriesContext:
 
 
 @dataclass(frozen=True)
+class InputContext:
+    """The image a run of a batch is for: `input`, a variable only runs of a batch have."""
+
+    id: str
+    prompt: str
+    tags: list[str]
+    filename: str
+    width: int
+    height: int
+    series: str  # the title of its series
+
+    def __str__(self) -> str:
+        return self.prompt
+
+
+@dataclass(frozen=True)
 class StepOutput:
     """What a finished step offers later templates."""
 
@@ -59,6 +75,19 @@ class StepOutput:
 
     def __str__(self) -> str:
         return self.text
+
+
+def variables_of(source: str) -> set[str]:
+    """The variables a template uses (none when it cannot be read; `check_template` says why)."""
+    try:
+        tree = _env.parse(source)
+    except TemplateSyntaxError:
+        return set()
+    if _unsupported(tree):
+        return set()
+    codegen = _Introspection(_env)
+    codegen.visit(tree)
+    return set(codegen.undeclared_identifiers)
 
 
 def check_template(source: str, position: int) -> list[str]:
@@ -157,6 +186,7 @@ def render(
     base_prompt: str,
     series: SeriesContext,
     steps: list[StepOutput],
+    input_image: InputContext | None = None,
 ) -> str:
     """Render in the sandbox; a template that still fails at run time says why in plain words."""
     context: dict[str, Any] = {
@@ -165,6 +195,8 @@ def render(
         "steps": steps,
         "previous": steps[-1] if steps else None,
     }
+    if input_image is not None:  # only runs of a batch have one
+        context["input"] = input_image
     try:
         with warnings.catch_warnings():
             # Python warns of code it can tell will fail (`0[1:]`); the template fails when it

@@ -12,6 +12,7 @@ import logging
 
 import sqlalchemy as sa
 
+from cog.db import batches as batches_db
 from cog.db import runs as runs_db
 from cog.db.base import utcnow
 from cog.db.models import JobRun, StepRun
@@ -36,6 +37,8 @@ async def recover_stale_runs(
                     f"The process running this run stopped {run.attempts} time(s) before it "
                     "finished; Cog gave up on it. Finished steps and their images are kept."
                 )
+                if run.batch_id is not None:
+                    await batches_db.lock(session, run.batch_id)
                 await session.execute(
                     sa.update(StepRun)
                     .where(
@@ -49,6 +52,8 @@ async def recover_stale_runs(
                     .where(JobRun.id == run.id, JobRun.status == RunStatus.running)
                     .values(status=RunStatus.failed, error=reason, finished_at=now, claimed_by=None)
                 )
+                if run.batch_id is not None:
+                    await batches_db.settle(session, run.batch_id)
                 await session.commit()
                 failed.append(str(run.id))
                 log.warning("run %s failed after %s attempts", run.id, run.attempts)

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cog.config import Settings
+from cog.db import batches as batches_db
 from cog.db import jobs as jobs_db
 from cog.db import lineage as lineage_db
 from cog.db import runs as runs_db
@@ -28,8 +29,8 @@ from cog.db.lineage import Parent
 from cog.db.models import Image, JobRun, StepRun
 from cog.db.session import SessionMaker
 from cog.domain import RunStatus, StepKind, StepStatus
-from cog.engine.prompts import SeriesContext, StepOutput, render
-from cog.engine.steps import STEP_REF, StepSpec
+from cog.engine.prompts import InputContext, SeriesContext, StepOutput, render
+from cog.engine.steps import INPUT_REF, STEP_REF, StepSpec
 from cog.errors import CogError, ProviderError
 from cog.providers.base import Attempt, ImageProvider, InputImage, TextProvider, Usage
 from cog.services import images as images_service
@@ -116,10 +117,31 @@ class Runner:
             series = await series_db.get(session, job.series_id)
             assert series is not None
             step_rows = await runs_db.step_runs(session, self.run_id)
+            inputs = await batches_db.images_with_series(
+                session, [run.input_image_id] if run.input_image_id else []
+            )
         self.job_id = job.id
         self.series_id = series.id
         self.base_prompt = run.base_prompt
         self.series = SeriesContext(series.title, series.description, list(series.tags))
+        self.input_image_id = run.input_image_id
+        self.input: InputContext | None = None
+        if run.batch_id is not None:
+            if run.input_image_id not in inputs:
+                await self._finish_run(
+                    RunStatus.failed, "The image this run of the batch was for has been deleted."
+                )
+                return RunStatus.failed
+            image, series_title = inputs[run.input_image_id]
+            self.input = InputContext(
+                id=str(image.id),
+                prompt=image.prompt or "",
+                tags=list(image.tags),
+                filename=image.original_filename or "",
+                width=image.width,
+                height=image.height,
+                series=series_title,
+            )
         specs = [StepSpec.model_validate(s) for s in run.steps_snapshot]
         outputs: list[StepOutput] = []
         self.deps.notify(self.run_id)
@@ -146,7 +168,11 @@ class Runner:
             # Rendering does no I/O, so the step is marked running together with its prompt:
             # one write, not two. A prompt that cannot be rendered fails the step at once.
             prompt = render(
-                spec.prompt, base_prompt=self.base_prompt, series=self.series, steps=outputs
+                spec.prompt,
+                base_prompt=self.base_prompt,
+                series=self.series,
+                steps=outputs,
+                input_image=self.input,
             )
             if not prompt:
                 raise StepFailed("The prompt rendered to nothing; the model needs some text.")
@@ -194,9 +220,17 @@ class Runner:
     ) -> tuple[list[InputImage], list[Parent]]:
         """The step's input images, with the versions they are (the lineage of what it makes)."""
         ids: list[uuid.UUID] = []
+        roles: dict[uuid.UUID, str] = {}
         for ref in spec.config.input_images:
             if match := STEP_REF.match(ref):
                 ids += [uuid.UUID(i) for i in outputs[int(match.group(1))].images]
+            elif ref == INPUT_REF:
+                if self.input_image_id is None:
+                    raise StepFailed(
+                        "The step uses the input image, which only runs of a batch have."
+                    )
+                ids.append(self.input_image_id)
+                roles.setdefault(self.input_image_id, "input")
             else:
                 ids.append(uuid.UUID(ref))
         images: list[InputImage] = []
@@ -220,7 +254,7 @@ class Runner:
             except StoredObjectMissing:
                 raise StepFailed(f"The file of input image {image_id} is missing.") from None
             images.append(InputImage(data=data, mime_type=image.mime_type))
-            parents.append(Parent(image.id, versions[image.id], "reference"))
+            parents.append(Parent(image.id, versions[image.id], roles.get(image.id, "reference")))
         return images, parents
 
     async def _llm(
@@ -370,8 +404,12 @@ class Runner:
 async def finish_run(
     deps: RunnerDeps, run_id: uuid.UUID, status: RunStatus, error: str | None = None
 ) -> None:
-    """End a run; steps that never started are cancelled (on a cancel) or skipped."""
+    """End a run; steps that never started are cancelled (on a cancel) or skipped. A run of a
+    batch settles its batch in the same transaction (it may have been the last one)."""
     async with deps.sessions() as session:
+        batch_id = await runs_db.batch_of(session, run_id)
+        if batch_id is not None:
+            await batches_db.lock(session, batch_id)
         await session.execute(
             sa.update(JobRun)
             .where(JobRun.id == run_id)
@@ -386,6 +424,8 @@ async def finish_run(
             )
             .values(status=leftover)
         )
+        if batch_id is not None:
+            await batches_db.settle(session, batch_id)
         await session.commit()
     deps.notify(run_id)
 

@@ -21,10 +21,12 @@ from pydantic import (
 )
 
 from cog.domain import ASPECT_RATIOS, IMAGE_SIZES, MAX_IMAGES_PER_STEP, MAX_STEPS, StepKind
-from cog.engine.prompts import check_template
+from cog.engine.prompts import check_template, variables_of
 from cog.errors import Invalid
 
 STEP_REF = re.compile(r"^step:(\d+)$")
+# The image a run of a batch is for, as a reference (`input` in templates).
+INPUT_REF = "input"
 
 
 def _not_a_bool(value: Any) -> Any:
@@ -50,13 +52,14 @@ class StepConfig(BaseModel):
     @classmethod
     def _refs_are_ids_or_steps(cls, refs: list[str]) -> list[str]:
         for ref in refs:
-            if STEP_REF.match(ref):
+            if ref == INPUT_REF or STEP_REF.match(ref):
                 continue
             try:
                 uuid.UUID(ref)
             except ValueError:
                 raise ValueError(
-                    f"{ref!r} is neither an image id nor a step reference like 'step:0'"
+                    f"{ref!r} is neither an image id, a step reference like 'step:0', nor "
+                    "'input' (the image a run of a batch is for)"
                 ) from None
         return refs
 
@@ -77,7 +80,19 @@ def step_refs(config: StepConfig) -> list[int]:
 
 
 def image_refs(config: StepConfig) -> list[uuid.UUID]:
-    return [uuid.UUID(ref) for ref in config.input_images if not STEP_REF.match(ref)]
+    return [
+        uuid.UUID(ref)
+        for ref in config.input_images
+        if ref != INPUT_REF and not STEP_REF.match(ref)
+    ]
+
+
+def uses_input(specs: Sequence[StepSpec]) -> bool:
+    """Whether the steps need a batch's input image (the `input` variable or reference)."""
+    return any(
+        INPUT_REF in spec.config.input_images or INPUT_REF in variables_of(spec.prompt)
+        for spec in specs
+    )
 
 
 def _pydantic_problems(exc: ValidationError) -> list[str]:

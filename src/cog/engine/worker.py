@@ -9,7 +9,8 @@ what a crash leaves undone:
 1. jobs held by a procrastinate worker that stopped beating are removed;
 2. runs whose heartbeat stopped (their worker died) go back to the queue, or fail when out of
    attempts (`cog.engine.recovery`);
-3. queued runs with no job that will reach a worker get a new job.
+3. queued runs with no job that will reach a worker get a new job (a run of a batch keeps its
+   slot among the batch's locks, see `cog.db.queue`).
 
 So a run whose worker was SIGKILLed is resumed by another worker (from its last finished step)
 within `run_stale_after_s` plus a tick. On SIGTERM the worker takes no new job, waits up to
@@ -166,8 +167,12 @@ class QueueWorker:
         """The task of a job: claim the run, execute it here. A run that is no longer queued
         (another worker has it, or it ended or was cancelled) needs nothing from this job."""
         async with self.runtime.sessions() as session:
-            if not await runs_db.claim(session, run_id, self.name):
-                log.info("run %s is not queued; nothing to do", run_id)
+            claimed = await runs_db.claim(
+                session, run_id, self.name, batch_limit=self.runtime.settings.batch_concurrency
+            )
+            if not claimed:
+                # Upkeep queues a job for it again if it is still queued (its batch was full).
+                log.info("run %s is not queued, or its batch is at its limit; not now", run_id)
                 return
         log.info("run %s claimed by %s", run_id, self.name)
         status = await self.executor.run_claimed(run_id)
@@ -196,7 +201,11 @@ class QueueWorker:
             max_attempts=settings.run_max_attempts,
         )
         async with self.runtime.sessions() as session:
-            lost = await queue_db.requeue_orphans(session, alive_within_s=self.stale_after_s)
+            lost = await queue_db.requeue_orphans(
+                session,
+                alive_within_s=self.stale_after_s,
+                batch_concurrency=settings.batch_concurrency,
+            )
         for run_id in lost or []:
             log.info("run %s queued again", run_id)
 

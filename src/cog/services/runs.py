@@ -7,11 +7,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cog.db import batches as batches_db
 from cog.db import queue as queue_db
 from cog.db import runs as runs_db
-from cog.db.models import JobRun, StepRun
+from cog.db.models import Job, JobRun, StepRun
 from cog.db.pages import Page, check_limit
 from cog.domain import RunStatus
+from cog.engine.steps import StepSpec, uses_input
 from cog.errors import Conflict, Invalid, NotFound
 from cog.services import jobs as jobs_service
 
@@ -27,6 +29,22 @@ async def start(session: AsyncSession, job_id: uuid.UUID, *, enqueue: bool = Fal
     """Queue a run of the job's current steps (snapshotted: later edits do not touch it).
 
     With `enqueue` (the queue executor), its job for `cog worker` is committed with it."""
+    job, specs = await runnable_steps(session, job_id)
+    if uses_input(specs):
+        raise Invalid(
+            "The job's steps use `input`, the image a run of a batch is for; run it as a batch, "
+            "once for each image of a selection or a series (“Run for each image” on the job's "
+            "page, `cog jobs batch`, or POST /api/jobs/{id}/batches)."
+        )
+    run = await runs_db.create(session, job, jobs_service.dump_steps(specs))
+    if enqueue:
+        await queue_db.enqueue(session, run.id)
+    await session.commit()
+    return run
+
+
+async def runnable_steps(session: AsyncSession, job_id: uuid.UUID) -> tuple[Job, list[StepSpec]]:
+    """The job and its steps as a run would snapshot them; `Invalid` when they cannot run."""
     job = await jobs_service.require(session, job_id)
     rows = await jobs_service.steps(session, job_id)
     if not rows:
@@ -40,11 +58,7 @@ async def start(session: AsyncSession, job_id: uuid.UUID, *, enqueue: bool = Fal
             "The job cannot run as it is; edit its steps first: " + "; ".join(problems) + ".",
             problems=problems,
         ) from exc
-    run = await runs_db.create(session, job, jobs_service.dump_steps(specs))
-    if enqueue:
-        await queue_db.enqueue(session, run.id)
-    await session.commit()
-    return run
+    return job, specs
 
 
 def snapshot(run: JobRun, steps: list[StepRun]) -> dict[str, Any]:
@@ -53,6 +67,8 @@ def snapshot(run: JobRun, steps: list[StepRun]) -> dict[str, Any]:
     return {
         "id": str(run.id),
         "job_id": str(run.job_id),
+        "batch_id": str(run.batch_id) if run.batch_id else None,
+        "input_image_id": str(run.input_image_id) if run.input_image_id else None,
         "status": run.status,
         "error": run.error,
         "base_prompt": run.base_prompt,
@@ -97,11 +113,20 @@ async def read(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Any] | Non
 
 
 async def history(
-    session: AsyncSession, job_id: uuid.UUID, *, limit: int = 20, cursor: str | None = None
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    *,
+    limit: int = 20,
+    cursor: str | None = None,
+    with_batches: bool = True,
 ) -> Page[dict[str, Any]]:
+    """The job's runs, newest first; without the runs of its batches if `with_batches` is
+    false (the job's page shows those in their batches)."""
     check_limit(limit)
     await jobs_service.require(session, job_id)
-    page = await runs_db.page_of_job(session, job_id, limit=limit, cursor=cursor)
+    page = await runs_db.page_of_job(
+        session, job_id, limit=limit, cursor=cursor, with_batches=with_batches
+    )
     steps = await runs_db.step_runs_of(session, [r.id for r in page.items])
     return Page([snapshot(r, steps[r.id]) for r in page.items], page.next_cursor)
 
@@ -112,7 +137,11 @@ async def request_cancel(session: AsyncSession, run_id: uuid.UUID) -> bool:
     run = await require(session, run_id)
     if RunStatus(run.status).is_final:
         raise Conflict(f"The run has already ended ({run.status}); there is nothing to cancel.")
+    if run.batch_id is not None:
+        await batches_db.lock(session, run.batch_id)
     await runs_db.request_cancel(session, run_id)
     done = await runs_db.finish_queued_as_cancelled(session, run_id)
+    if done and run.batch_id is not None:
+        await batches_db.settle(session, run.batch_id)
     await session.commit()
     return done

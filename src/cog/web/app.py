@@ -25,6 +25,7 @@ from cog.db.session import unreachable
 from cog.errors import CogError
 from cog.runtime import Runtime
 from cog.web import pages
+from cog.web.api import batches as batches_api
 from cog.web.api import exports as exports_api
 from cog.web.api import images as images_api
 from cog.web.api import jobs as jobs_api
@@ -126,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(images_api.router)
     app.include_router(versions_api.router)
     app.include_router(jobs_api.router)
+    app.include_router(batches_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(CrossSiteGuard)

@@ -436,7 +436,7 @@ class SelectionIn(Input):
         return Selection.of_ids(self.ids or [])
 
 
-class BatchIn(SelectionIn):
+class ImageBatchIn(SelectionIn):
     """One change to every selected image: `move` (to `series_id`), `tag` or `untag` (`tags`),
     or `delete`. All or nothing: when any image cannot be changed, none is."""
 
@@ -445,7 +445,7 @@ class BatchIn(SelectionIn):
     tags: Tags | None = Field(None, description="What `tag` adds or `untag` removes.")
 
 
-class BatchOut(BaseModel):
+class ImageBatchOut(BaseModel):
     action: str
     count: int = Field(description="Images the batch changed.")
     ids: list[uuid.UUID] = Field(description="The images the batch changed.")
@@ -578,6 +578,10 @@ class StepRunOut(BaseModel):
 class RunOut(BaseModel):
     id: uuid.UUID
     job_id: uuid.UUID
+    batch_id: uuid.UUID | None = Field(None, description="The batch the run is part of, if any.")
+    input_image_id: uuid.UUID | None = Field(
+        None, description="In a batch: the image the run is for (`input` in its templates)."
+    )
     status: str
     error: str | None
     base_prompt: str
@@ -591,4 +595,51 @@ class RunOut(BaseModel):
 
 class RunList(BaseModel):
     items: list[RunOut]
+    next_cursor: str | None
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
+class BatchCreate(Input):
+    """Either `image_ids` (any images, each run once, at most 1,000) or `series_id` (its images,
+    with those of its sub-series when `include_subseries`)."""
+
+    image_ids: Annotated[list[uuid.UUID], Field(max_length=1000)] | None = None
+    series_id: uuid.UUID | None = None
+    include_subseries: bool = False
+
+
+class BatchOut(BaseModel):
+    id: uuid.UUID
+    job_id: uuid.UUID
+    status: str = Field(description="`running`, then `succeeded`, `failed` or `cancelled`.")
+    total: int = Field(description="Runs in the batch: one per image.")
+    done: int = Field(description="Runs that have ended (succeeded, failed or cancelled).")
+    succeeded: int
+    failed: int
+    cancelled: int
+    running: int
+    queued: int
+    cancel_requested: bool
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+class BatchRunOut(BaseModel):
+    id: uuid.UUID
+    status: str
+    input_image_id: uuid.UUID | None
+    image_ids: list[str] = Field(description="The images the run made so far.")
+    error: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class BatchDetail(BatchOut):
+    runs: list[BatchRunOut] = Field(description="Every run of the batch, in the order of images.")
+
+
+class BatchList(BaseModel):
+    items: list[BatchOut]
     next_cursor: str | None

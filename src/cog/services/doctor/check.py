@@ -206,8 +206,13 @@ class _Checker:
                 self.report.findings.append(self._stale(run, now))
             self.report.queue = self.settings.uses_queue and await queue_db.installed(session)
             if self.report.queue:
-                lost = await queue_db.orphans(session, alive_within_s=stale_after, limit=10_000)
-                self.report.findings += [_lost(run_id) for run_id in lost]
+                lost = await queue_db.orphans(
+                    session,
+                    alive_within_s=stale_after,
+                    batch_concurrency=self.settings.batch_concurrency,
+                    limit=10_000,
+                )
+                self.report.findings += [_lost(run_id) for run_id, _lock in lost]
 
     def _stale(self, run: JobRun, now: dt.datetime) -> Finding:
         holder = run.claimed_by or "no executor"

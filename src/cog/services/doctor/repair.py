@@ -166,7 +166,10 @@ class _Repairer:
             return
         async with self.sessions() as session:
             queued = await queue_db.requeue_orphans(
-                session, alive_within_s=self.settings.run_stale_after_s, limit=10_000
+                session,
+                alive_within_s=self.settings.run_stale_after_s,
+                batch_concurrency=self.settings.batch_concurrency,
+                limit=10_000,
             )
         for finding in self.report.of(Kind.run_lost):
             if queued is None:

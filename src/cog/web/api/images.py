@@ -21,8 +21,8 @@ from cog.web.api._files import (
 )
 from cog.web.deps import SessionDep, SettingsDep, StoreDep
 from cog.web.schemas import (
-    BatchIn,
-    BatchOut,
+    ImageBatchIn,
+    ImageBatchOut,
     ImageList,
     ImageOut,
     ImageUpdate,
@@ -98,7 +98,7 @@ async def list_images(
 
 @router.post(
     "/images/batch",
-    response_model=BatchOut,
+    response_model=ImageBatchOut,
     responses={
         **error_responses(400),
         **error_response(404, "An image or the target series does not exist; nothing changed."),
@@ -106,7 +106,7 @@ async def list_images(
         **error_response(422, "The batch cannot be done as asked; nothing changed."),
     },
 )
-async def batch_images(body: BatchIn, session: SessionDep, store: StoreDep) -> BatchOut:
+async def batch_images(body: ImageBatchIn, session: SessionDep, store: StoreDep) -> ImageBatchOut:
     """Move, tag, untag or delete many images at once: those named by `ids` (at most 10,000) or
     every image a `filter` matches (at most 100,000). All or nothing: everything is checked
     first, and when anything is wrong nothing changes."""
@@ -118,7 +118,7 @@ async def batch_images(body: BatchIn, session: SessionDep, store: StoreDep) -> B
         series_id=body.series_id,
         tags=body.tags,
     )
-    return BatchOut(
+    return ImageBatchOut(
         action=outcome.action,
         count=len(outcome.changed),
         ids=outcome.changed,

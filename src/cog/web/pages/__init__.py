@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from cog.web.pages import auth, images, jobs, runs, search, series, versions
+from cog.web.pages import auth, batches, images, jobs, runs, search, series, versions
 
 router = APIRouter(include_in_schema=False)
-for module in (auth, series, images, versions, jobs, runs, search):
+for module in (auth, series, images, versions, jobs, batches, runs, search):
     router.include_router(module.router)
 
 __all__ = ["router"]

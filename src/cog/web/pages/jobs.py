@@ -16,12 +16,14 @@ from starlette.datastructures import FormData
 from cog.db.models import Image, Job, Series
 from cog.domain import ASPECT_RATIOS, IMAGE_SIZES, MAX_IMAGES_PER_STEP, RunStatus
 from cog.errors import CogError, Invalid
+from cog.services import batches as batches_service
 from cog.services import images as images_service
 from cog.services import jobs as jobs_service
 from cog.services import runs as runs_service
 from cog.services import series as series_service
 from cog.web.deps import SessionDep, StateDep
-from cog.web.pages._common import hx_redirect, render, same_origin
+from cog.web.pages._common import form_uuid, hx_redirect, render, same_origin
+from cog.web.pages.batches import batch_form, cards, newest_cards, parse_ids
 from cog.web.pages.stepforms import (
     Problems,
     StepDraft,
@@ -141,17 +143,35 @@ async def _save(session: AsyncSession, job: Job, editor: Editor) -> bool:
 
 @router.get("/cog/jobs/{job_id}", response_class=HTMLResponse)
 async def job_page(
-    request: Request, job_id: uuid.UUID, session: SessionDep, run: uuid.UUID | None = None
+    request: Request,
+    job_id: uuid.UUID,
+    session: SessionDep,
+    state: StateDep,
+    run: uuid.UUID | None = None,
+    images: str | None = None,
 ) -> HTMLResponse:
+    """The editor, the batches and the runs. `?run=` opens that run; `?images=id,id,...` offers
+    to run the job for each of those images (a selection made elsewhere)."""
     job = await jobs_service.require(session, job_id)
     view = await series_service.view(session, job.series_id)
     recent = await images_service.listing(session, job.series_id, limit=PICKER_IMAGES)
     editor = await Editor.of_saved(session, job)
-    history = await runs_service.history(session, job_id, limit=RUNS_PAGE)
+    # Runs of batches are shown in their batch's card, not here: a batch of hundreds would
+    # bury the job's other runs.
+    history = await runs_service.history(session, job_id, limit=RUNS_PAGE, with_batches=False)
     runs = [RunOut.model_validate(r) for r in history.items]
-    # Open the run asked for (a link from an image), else the newest, and every active one.
+    # Open the run asked for (a link from an image or a batch), else the newest, and every
+    # active one. A run asked for that is not among the newest joins them at the top.
+    if run is not None and run not in {r.id for r in runs}:
+        found = await runs_service.read(session, run)
+        if found is not None and found["job_id"] == str(job.id):
+            runs.insert(0, RunOut.model_validate(found))
     wanted = run or (runs[0].id if runs else None)
     active = [r.id for r in runs if not RunStatus(r.status).is_final]
+    batches, batches_cursor = await newest_cards(session, job.id)
+    form = await batch_form(
+        session, job, image_ids=parse_ids(images) if images is not None else None
+    )
     return render(
         request,
         "jobs/editor.html",
@@ -160,6 +180,10 @@ async def job_page(
         open_run=wanted,
         live_ids=active[:LIVE_RUNS],
         next_cursor=history.next_cursor,
+        batches=batches,
+        batches_cursor=batches_cursor,
+        batch_form=form,
+        batch_concurrency=state.settings.batch_concurrency,
         **_editor_context(job, editor, view.series, recent.items),
     )
 
@@ -168,7 +192,9 @@ async def job_page(
 async def older_runs(
     request: Request, job_id: uuid.UUID, session: SessionDep, cursor: str | None = None
 ) -> HTMLResponse:
-    history = await runs_service.history(session, job_id, limit=RUNS_PAGE, cursor=cursor)
+    history = await runs_service.history(
+        session, job_id, limit=RUNS_PAGE, cursor=cursor, with_batches=False
+    )
     return render(
         request,
         "runs/_history_page.html",
@@ -271,6 +297,73 @@ async def job_run(
     run = RunOut.model_validate(await runs_service.view(session, started.id))
     editor.message = "Saved and started a run."
     return await render_editor(request, session, job, editor, new_run=run)
+
+
+@router.post("/cog/jobs/{job_id}/batches", dependencies=Guarded, response_class=HTMLResponse)
+async def job_batch(
+    request: Request, job_id: uuid.UUID, session: SessionDep, state: StateDep
+) -> HTMLResponse:
+    """Save what the editor holds, then run it once for each image of the chosen series (or of
+    the selection the page was opened with). The new batch's card joins the page, live."""
+    job = await jobs_service.require(session, job_id)
+    posted = await request.form()
+    editor = Editor.of_form(posted)
+    chosen = posted.get("series_id")
+    series_id = form_uuid(chosen, "series_id") if isinstance(chosen, str) else None
+    include_subseries = posted.get("include_subseries") == "true"
+    selection = [v for v in posted.getlist("image_ids") if isinstance(v, str)]
+    image_ids = parse_ids(",".join(selection)) if selection else None
+    if not await _save(session, job, editor):
+        return await render_editor(request, session, job, editor, status_code=422)
+    settings = state.settings
+    try:
+        batch = await batches_service.start(
+            session,
+            job.id,
+            image_ids=image_ids,
+            series_id=None if image_ids is not None else series_id,
+            include_subseries=include_subseries,
+            concurrency=settings.batch_concurrency,
+            enqueue=settings.uses_queue,
+        )
+    except Invalid as exc:
+        editor.message = "Saved; the batch was not started."
+        form = await batch_form(
+            session,
+            job,
+            series_id=series_id,
+            include_subseries=include_subseries,
+            image_ids=image_ids,
+            error=exc.message,
+        )
+        return await render_editor(
+            request,
+            session,
+            job,
+            editor,
+            status_code=422,
+            batch_form=form,
+            batch_form_oob=True,
+            batch_concurrency=settings.batch_concurrency,
+        )
+    state.executor_wake()
+    (card,) = await cards(session, [batch.id])
+    editor.message = (
+        f"Saved and started {card.total} run{'s' if card.total != 1 else ''}, one for each image."
+    )
+    form = await batch_form(
+        session, job, series_id=series_id, include_subseries=include_subseries, image_ids=image_ids
+    )
+    return await render_editor(
+        request,
+        session,
+        job,
+        editor,
+        new_batch=card,
+        batch_form=form,
+        batch_form_oob=True,
+        batch_concurrency=settings.batch_concurrency,
+    )
 
 
 @router.post("/cog/jobs/{job_id}/delete", dependencies=Guarded, response_model=None)

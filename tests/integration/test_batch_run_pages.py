@@ -1,0 +1,144 @@
+"""Batches on the job's page, in-process on both databases: the "Run for each image" form and
+its count, starting a batch from the editor, the card a running batch polls for, cancel, a
+selection given by `?images=`, and a batch's run opened from its card."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.factories import make_image, make_series
+from tests.integration.test_web_pages import HX, editor_form, make_job
+
+INPUT_STEP = {"kind": "llm", "prompt": "Caption {{ input.filename }}", "input_images": "input"}
+
+
+async def card_until_ended(client: httpx.AsyncClient, batch_id: str) -> str:
+    """Poll the batch's card, as the page does, until it stops asking to be polled."""
+    for _ in range(400):
+        card = await client.get(f"/cog/batches/{batch_id}/card", headers=HX)
+        assert card.status_code == 200, card.text
+        if 'hx-trigger="every 1s"' not in card.text:
+            return card.text
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"batch {batch_id} never ended")
+
+
+async def test_a_batch_started_from_the_page_runs_live_to_its_end(
+    client: httpx.AsyncClient,
+) -> None:
+    top = await make_series(client, "Top")
+    child = await make_series(client, "Child", parent_id=top["id"])
+    for n in range(2):
+        await make_image(client, top["id"], f"t{n}.png")
+    await make_image(client, child["id"], "c.png")
+    job = await make_job(client, top["id"])
+
+    page = await client.get(f"/cog/jobs/{job['id']}")
+    assert page.status_code == 200
+    assert "Run for each image" in page.text
+    # The job's series and its sub-series, with their counts.
+    assert "Top — 2 images, 3 with sub-series" in page.text
+    assert "Child — 1 image<" in page.text
+    assert "Run for each of 2 images" in page.text
+    form = await client.get(
+        f"/cog/jobs/{job['id']}/batch-form",
+        params={"series_id": top["id"], "include_subseries": "true"},
+        headers=HX,
+    )
+    assert "Run for each of 3 images" in form.text
+
+    # The button posts the editor (saved first) and the batch form together.
+    data = {**editor_form(INPUT_STEP), "series_id": top["id"], "include_subseries": "true"}
+    started = await client.post(f"/cog/jobs/{job['id']}/batches", data=data, headers=HX)
+    assert started.status_code == 200, started.text
+    assert "Saved and started 3 runs, one for each image." in started.text
+    assert 'hx-swap-oob="afterbegin:#batches-list"' in started.text
+    (batch_id,) = set(re.findall(r'id="batch-([0-9a-f-]{36})"', started.text))
+    saved = (await client.get(f"/api/jobs/{job['id']}")).json()
+    assert saved["steps"][0]["config"]["input_images"] == ["input"]
+
+    final = await card_until_ended(client, batch_id)
+    assert "badge-succeeded" in final
+    assert "3 / 3</strong> done" in final and "3 succeeded" in final
+    assert 'aria-valuenow="3"' in final and 'class="bar-ok" x="0" y="0" width="3"' in final
+    run_ids = re.findall(r"\?run=([0-9a-f-]{36})", final)
+    assert len(run_ids) == 3
+
+    # The page lists the batch, not its runs among the job's runs; a run's link opens it.
+    page = await client.get(f"/cog/jobs/{job['id']}")
+    assert f'id="batch-{batch_id}"' in page.text
+    assert f'id="run-{run_ids[0]}"' not in page.text
+    opened = await client.get(f"/cog/jobs/{job['id']}?run={run_ids[0]}")
+    assert f'id="run-{run_ids[0]}"' in opened.text
+    assert re.search(
+        rf'<details class="run run-succeeded" id="run-{run_ids[0]}"\s+open', opened.text
+    )
+
+
+async def test_refusals_show_in_the_form_and_a_plain_run_says_to_use_a_batch(
+    client: httpx.AsyncClient,
+) -> None:
+    series = await make_series(client)
+    job = await make_job(client, series["id"])
+    # No images yet: the button is off, and a post says why.
+    page = await client.get(f"/cog/jobs/{job['id']}")
+    assert re.search(r'id="batch-button"\s+disabled', page.text)
+    data = {**editor_form(INPUT_STEP), "series_id": series["id"]}
+    refused = await client.post(f"/cog/jobs/{job['id']}/batches", data=data, headers=HX)
+    assert refused.status_code == 422
+    assert "There are no images in the series" in refused.text
+    assert 'id="batch-form"' in refused.text and 'hx-swap-oob="true"' in refused.text
+    assert (await client.get(f"/api/jobs/{job['id']}/batches")).json()["items"] == []
+
+    run = await client.post(f"/cog/jobs/{job['id']}/runs", data=editor_form(INPUT_STEP), headers=HX)
+    assert run.status_code == 422
+    assert "run it as a batch" in run.text
+
+    await make_image(client, series["id"])
+    plain = editor_form({"kind": "llm", "prompt": "{{ base_prompt }}"})
+    unused = await client.post(
+        f"/cog/jobs/{job['id']}/batches", data={**plain, "series_id": series["id"]}, headers=HX
+    )
+    assert unused.status_code == 422 and "uses the image each run is for" in unused.text
+
+
+async def test_a_selection_from_elsewhere_and_cancel(
+    gemini_client: httpx.AsyncClient, gemini: Any
+) -> None:
+    client = gemini_client
+    series = await make_series(client)
+    other = await make_series(client, "Elsewhere")
+    picked = [await make_image(client, other["id"], f"o{n}.png") for n in range(3)]
+    job = await make_job(client, series["id"])
+    ghost = str(uuid.uuid4())
+    ids = ",".join([*(p["id"] for p in picked[:2]), ghost])
+
+    page = await client.get(f"/cog/jobs/{job['id']}?images={ids}")
+    assert (
+        "2 selected images" in page.text and "1 of the chosen images no longer exists" in page.text
+    )
+    assert page.text.count('name="image_ids"') == 2
+    assert "Run for each of 2 images" in page.text
+    bad = await client.get(f"/cog/jobs/{job['id']}?images=nope")
+    assert bad.status_code == 422
+
+    gemini.latency_s = 1.0  # the runs are still going when the cancel comes
+    data: dict[str, Any] = {**editor_form(INPUT_STEP), "image_ids": [p["id"] for p in picked[:2]]}
+    started = await client.post(f"/cog/jobs/{job['id']}/batches", data=data, headers=HX)
+    assert started.status_code == 200, started.text
+    (batch_id,) = set(re.findall(r'id="batch-([0-9a-f-]{36})"', started.text))
+    batch = (await client.get(f"/api/batches/{batch_id}")).json()
+    assert [r["input_image_id"] for r in batch["runs"]] == [p["id"] for p in picked[:2]]
+    cancelled = await client.post(f"/cog/batches/{batch_id}/cancel", headers=HX)
+    assert cancelled.status_code == 200
+    assert "Cancelling…" in cancelled.text or "badge-cancelled" in cancelled.text
+    final = await card_until_ended(client, batch_id)
+    gemini.latency_s = 0.0
+    assert "badge-cancelled" in final and "2 cancelled" in final
+    again = await client.post(f"/cog/batches/{batch_id}/cancel", headers=HX)
+    assert again.status_code == 409
