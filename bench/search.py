@@ -1,7 +1,7 @@
 """Search benchmark: 100,000 images with prompts and tags across a tree of series, searched.
 
-    uv run python bench/search.py            # the full run (SQLite, then PostgreSQL)
-    uv run python bench/search.py --quick    # a small run, to try the script
+    uv run python -m bench.search            # the full run (SQLite, then PostgreSQL)
+    uv run python -m bench.search --quick    # a small run, to try the script
 
 For each database it builds a tree of series (8 at the top, 4 under each, 4 under each of
 those) and N image rows spread over it (inserted in bulk with Cog's own models; search needs no
@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import math
 import os
 import random
 import statistics
@@ -28,8 +27,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +35,9 @@ import httpx
 import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.engine import Connection, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.gallery import capture_sql, percentile
 from cog.config import Settings
 from cog.db.migrate import upgrade
 from cog.db.models import Image, Series
@@ -221,34 +218,6 @@ async def seed(engine: AsyncEngine, count: int, seed_value: int = 8) -> Seeded:
 
 
 # --- measuring ------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = max(0, math.ceil(q / 100 * len(ordered)) - 1)
-    return ordered[rank]
-
-
-@contextmanager
-def capture_sql(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
-    """The statements the app sends to the database while the block runs."""
-    seen: list[tuple[str, Any]] = []
-
-    def listener(
-        _conn: Connection,
-        _cursor: Any,
-        statement: str,
-        parameters: Any,
-        _context: ExecutionContext | None,
-        _many: bool,
-    ) -> None:
-        seen.append((statement, parameters))
-
-    sa.event.listen(engine.sync_engine, "before_cursor_execute", listener)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine.sync_engine, "before_cursor_execute", listener)
 
 
 async def explain(

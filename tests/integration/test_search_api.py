@@ -4,15 +4,12 @@ query text no one should be able to break, and the plans that show the indexes a
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
+from bench.gallery import capture_sql
 from fastapi import FastAPI
-from sqlalchemy.engine import Connection, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cog.config import Settings
@@ -407,33 +404,12 @@ async def test_what_cannot_be_searched_is_a_clear_422(
 # --- the indexes at work --------------------------------------------------------------------------
 
 
-@contextmanager
-def statements_sent(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
-    seen: list[tuple[str, Any]] = []
-
-    def listener(
-        _conn: Connection,
-        _cursor: Any,
-        statement: str,
-        parameters: Any,
-        _context: ExecutionContext | None,
-        _many: bool,
-    ) -> None:
-        seen.append((statement, parameters))
-
-    sa.event.listen(engine.sync_engine, "before_cursor_execute", listener)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine.sync_engine, "before_cursor_execute", listener)
-
-
 async def plan_of_search(
     client: httpx.AsyncClient, app: FastAPI, pg_settings: tuple[str, ...] = (), **params: Any
 ) -> str:
     """The database's plan of the page query behind one search request, as one text."""
     engine: AsyncEngine = app.state.cog.engine
-    with statements_sent(engine) as sent:
+    with capture_sql(engine) as sent:
         response = await client.get(URL, params=params)
         assert response.status_code == 200, response.text
     at = next(n for n, (s, _) in enumerate(sent) if "ORDER BY cog_images.created_at DESC" in s)

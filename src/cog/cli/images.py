@@ -200,6 +200,15 @@ def images_mv(
     out.print(f"Moved {len(outcome.changed)} image(s) to {escape(title)}{where}.")
 
 
+def _retag(action: BatchAction, tags: str, chosen: Chosen) -> BatchOutcome:
+    async def work(ctx: Context) -> BatchOutcome:
+        return await batch_service.apply(
+            ctx.session, ctx.store, chosen.selection(), action, tags=_split(tags)
+        )
+
+    return run(work)
+
+
 @images_app.command("tag")
 def images_tag(
     tags: Annotated[str, typer.Argument(help="Tags to add, separated by commas.")],
@@ -209,14 +218,7 @@ def images_tag(
     tag: TagOpt = None,
 ) -> None:
     """Add tags to images (trimmed, lower case, each once)."""
-    chosen = _chosen(ids, series, recursive, tag)
-
-    async def work(ctx: Context) -> BatchOutcome:
-        return await batch_service.apply(
-            ctx.session, ctx.store, chosen.selection(), BatchAction.tag, tags=_split(tags)
-        )
-
-    outcome = run(work)
+    outcome = _retag(BatchAction.tag, tags, _chosen(ids, series, recursive, tag))
     names = escape(", ".join(outcome.tags))
     rest = _already(outcome, "had them already")
     out.print(f"Tagged {len(outcome.changed)} image(s) with {names}{rest}.")
@@ -231,14 +233,7 @@ def images_untag(
     tag: TagOpt = None,
 ) -> None:
     """Remove tags from images."""
-    chosen = _chosen(ids, series, recursive, tag)
-
-    async def work(ctx: Context) -> BatchOutcome:
-        return await batch_service.apply(
-            ctx.session, ctx.store, chosen.selection(), BatchAction.untag, tags=_split(tags)
-        )
-
-    outcome = run(work)
+    outcome = _retag(BatchAction.untag, tags, _chosen(ids, series, recursive, tag))
     names = escape(", ".join(outcome.tags))
     rest = _already(outcome, "did not have them")
     out.print(f"Removed {names} from {len(outcome.changed)} image(s){rest}.")
