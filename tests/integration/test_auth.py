@@ -79,7 +79,8 @@ def walk_routes(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[Endpo
         elif isinstance(route, Route):
             assert route.methods, f"route {route.path} answers no method"
             for method in sorted(route.methods):
-                yield Endpoint(method, prefix + route.path)
+                # `path_format` drops convertors: `{image_id:uuid}` is `{image_id}`.
+                yield Endpoint(method, prefix + route.path_format)
         elif isinstance(route, Mount):
             if route.routes:
                 yield from walk_routes(route.routes, prefix + route.path)

@@ -106,7 +106,7 @@ async def add_run(cog: Runtime, *, heartbeat_ago_s: float, attempts: int = 1) ->
         job = await jobs_service.create(session, series.id, title="", base_prompt="a fox")
         await jobs_service.replace_steps(session, job.id, [{"kind": "llm", "prompt": "hi"}])
         run = await runs_service.start(session, job.id)
-        assert await runs_db.claim(session, run.id, "embedded:gone:1:abc")
+        assert await runs_db.claim(session, run.id, "embedded:gone:1:abc", batch_limit=1)
         await session.execute(
             sa.update(JobRun)
             .where(JobRun.id == run.id)
@@ -444,7 +444,7 @@ async def test_queued_runs_no_worker_will_take_get_a_new_job(
         await repair(cog, report)
         assert {f.outcome for f in report.findings} == {Outcome.fixed}
         async with cog.sessions() as session:
-            assert await queue_db.orphans(session, alive_within_s=5) == []
+            assert await queue_db.orphans(session, alive_within_s=5, batch_concurrency=2) == []
             jobs = await session.execute(
                 sa.text("SELECT args ->> 'run_id' FROM procrastinate_jobs WHERE status = 'todo'")
             )
