@@ -76,6 +76,17 @@ ALSO_REFUSED: dict[str, tuple[list[str], str]] = {
         "exactly one of `ids` and `filter`, and the fields the action needs (`series_id` for a "
         "move, `tags` to tag)",
     ),
+    "GET /api/images/search": (
+        ["422"],
+        "`cursor` is opaque; a series must exist, `from` come before `to`, the words fit the "
+        "limits",
+    ),
+    "GET /api/jobs/{job_id}/batches": (["422"], "`cursor` is opaque, as above"),
+    "POST /api/jobs/{job_id}/batches": (
+        ["422"],
+        "exactly one of `image_ids` and `series_id`; the job's steps must use `input`; the "
+        "images must exist",
+    ),
     "POST /api/images/{image_id}/versions": (
         ["413", "415", "422"],
         "a replacement's schema is bytes, as for uploads; an edit's prompt may be refused by "

@@ -9,12 +9,24 @@ from fastapi import APIRouter, Query
 
 from cog.services import batches as batches_service
 from cog.web.deps import SessionDep, StateDep
-from cog.web.schemas import BatchCreate, BatchDetail, BatchList, BatchOut
+from cog.web.schemas import (
+    BatchCreate,
+    BatchDetail,
+    BatchList,
+    BatchOut,
+    error_response,
+    error_responses,
+)
 
 router = APIRouter(prefix="/api", tags=["batches"])
 
 
-@router.post("/jobs/{job_id}/batches", response_model=BatchOut, status_code=202)
+@router.post(
+    "/jobs/{job_id}/batches",
+    response_model=BatchOut,
+    status_code=202,
+    responses=error_responses(400),
+)
 async def start_batch(
     job_id: uuid.UUID, body: BatchCreate, session: SessionDep, state: StateDep
 ) -> BatchOut:
@@ -59,7 +71,11 @@ async def get_batch(batch_id: uuid.UUID, session: SessionDep) -> BatchDetail:
     return BatchDetail.model_validate(await batches_service.detail(session, batch_id))
 
 
-@router.post("/batches/{batch_id}/cancel", response_model=BatchOut)
+@router.post(
+    "/batches/{batch_id}/cancel",
+    response_model=BatchOut,
+    responses=error_response(409, "The batch has ended already."),
+)
 async def cancel_batch(batch_id: uuid.UUID, session: SessionDep, state: StateDep) -> BatchOut:
     """Stop the batch: runs not started yet are cancelled at once, running ones stop within
     about a second (what they finished is kept). A batch that has ended is a 409."""

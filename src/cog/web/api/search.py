@@ -11,7 +11,7 @@ from cog.domain import ImageSource
 from cog.services import search as search_service
 from cog.services.search import MAX_TEXT, Search, parse_when
 from cog.web.deps import SessionDep
-from cog.web.schemas import ImageList, ImageOut, SearchText
+from cog.web.schemas import ImageList, ImageOut, SearchText, error_response
 
 router = APIRouter(prefix="/api", tags=["images"])
 
@@ -25,7 +25,7 @@ WHEN = (
     "/images/search",
     summary="Search images",
     response_model=ImageList,
-    responses={422: {"description": "A filter is not valid; `detail` says which and why."}},
+    responses=error_response(422, "A filter is not valid; `detail` says which and why."),
 )
 async def search_images(
     session: SessionDep,
