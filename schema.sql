@@ -257,5 +257,41 @@ ALTER TABLE cog_batches ENABLE ROW LEVEL SECURITY;
 
 UPDATE cog_alembic_version SET version_num='0002' WHERE cog_alembic_version.version_num = '0001';
 
+-- Running upgrade 0002 -> 0003
+
+ALTER TABLE cog_job_steps ADD COLUMN condition TEXT;
+
+ALTER TABLE cog_job_steps ADD COLUMN for_each TEXT;
+
+ALTER TABLE cog_step_runs ADD COLUMN json_output JSONB;
+
+ALTER TABLE cog_step_runs ADD COLUMN skip_reason TEXT;
+
+ALTER TABLE cog_step_runs ADD COLUMN iterations JSONB DEFAULT '[]'::jsonb NOT NULL;
+
+ALTER TABLE cog_series ADD COLUMN inherit_context BOOLEAN DEFAULT true NOT NULL;
+
+ALTER TABLE cog_series ADD COLUMN style_profile TEXT DEFAULT '' NOT NULL;
+
+ALTER TABLE cog_series ADD COLUMN style_profile_updated_at TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE cog_jobs ADD COLUMN style_series_id UUID;
+
+ALTER TABLE cog_jobs ADD CONSTRAINT fk_cog_jobs_style_series_id_cog_series FOREIGN KEY(style_series_id) REFERENCES cog_series (id) ON DELETE SET NULL;
+
+ALTER TABLE cog_jobs ADD COLUMN style_image_ids JSONB DEFAULT '[]'::jsonb NOT NULL;
+
+ALTER TABLE cog_jobs ADD COLUMN style_image_count INTEGER DEFAULT '3' NOT NULL;
+
+CREATE INDEX ix_cog_jobs_style_series_id ON cog_jobs (style_series_id);
+
+ALTER TABLE cog_job_runs ADD COLUMN style JSONB;
+
+ALTER TABLE cog_image_parents DROP CONSTRAINT ck_cog_image_parents_role;
+
+ALTER TABLE cog_image_parents ADD CONSTRAINT ck_cog_image_parents_role CHECK (role IN ('reference', 'input', 'edit', 'style'));
+
+UPDATE cog_alembic_version SET version_num='0003' WHERE cog_alembic_version.version_num = '0002';
+
 COMMIT;
 

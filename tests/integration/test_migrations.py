@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cog.db.base import UTCDateTime
+from cog.db.base import Base, UTCDateTime
 from cog.db.migrate import current_revision, ensure_schema, head_revision, upgrade
-from cog.db.models import Image, ImageVersion, Job, JobRun, Series, StepRun
+from cog.db.models import Image, ImageVersion, Job, JobRun, JobStep, Series, StepRun
 from cog.db.session import make_engine
 from cog.errors import SchemaOutOfDate
 from cog.web.app import create_app
@@ -94,6 +95,53 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return pg_url(request.getfixturevalue("empty_pg_database"))
 
 
+def _as_of(model: type[Base], *names: str) -> sa.TableClause:
+    """The table with only the columns an older revision had: inserts through the models
+    would fill in columns (their Python defaults) that a later migration adds."""
+    columns = model.__table__.c
+    return sa.table(model.__tablename__, *(sa.column(n, columns[n].type) for n in names))
+
+
+async def insert_job_with_a_run(
+    conn: AsyncConnection,
+    series: uuid.UUID,
+    job: uuid.UUID,
+    run: uuid.UUID,
+    step: uuid.UUID,
+    now: dt.datetime,
+) -> None:
+    """A series, a job with one step, a run of it and its step run, as revision 0001 has them."""
+    await conn.execute(
+        sa.insert(_as_of(Series, "id", "title", "tags", "created_at", "updated_at")).values(
+            id=series, title="S", tags=[], created_at=now, updated_at=now
+        )
+    )
+    await conn.execute(
+        sa.insert(
+            _as_of(Job, "id", "series_id", "title", "base_prompt", "created_at", "updated_at")
+        ).values(
+            id=job, series_id=series, title="J", base_prompt="p", created_at=now, updated_at=now
+        )
+    )
+    await conn.execute(
+        sa.insert(_as_of(JobStep, "id", "job_id", "position", "kind", "prompt", "config")).values(
+            id=uuid.uuid4(), job_id=job, position=0, kind="image", prompt="p", config={}
+        )
+    )
+    await conn.execute(
+        sa.insert(_as_of(JobRun, "id", "job_id", "created_at", "steps_snapshot")).values(
+            id=run, job_id=job, created_at=now, steps_snapshot=[]
+        )
+    )
+    await conn.execute(
+        sa.insert(
+            _as_of(StepRun, "id", "run_id", "position", "kind", "image_ids", "attempt_log", "usage")
+        ).values(
+            id=step, run_id=run, position=0, kind="image", image_ids=[], attempt_log=[], usage={}
+        )
+    )
+
+
 async def test_0002_keeps_every_row_and_gives_each_image_its_first_version(
     empty_database_url: str,
 ) -> None:
@@ -107,25 +155,7 @@ async def test_0002_keeps_every_row_and_gives_each_image_its_first_version(
     try:
         await upgrade(engine, "0001")
         async with engine.begin() as conn:
-            await conn.execute(
-                sa.insert(Series).values(
-                    id=series, title="S", tags=[], created_at=now, updated_at=now
-                )
-            )
-            await conn.execute(
-                sa.insert(Job).values(
-                    id=job,
-                    series_id=series,
-                    title="J",
-                    base_prompt="p",
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            await conn.execute(sa.insert(JobRun).values(id=run, job_id=job, created_at=now))
-            await conn.execute(
-                sa.insert(StepRun).values(id=step, run_id=run, position=0, kind="image")
-            )
+            await insert_job_with_a_run(conn, series, job, run, step, now)
             await conn.execute(
                 sa.text(
                     "INSERT INTO cog_images (id, series_id, source, storage_path, mime_type, "
@@ -168,5 +198,30 @@ async def test_0002_keeps_every_row_and_gives_each_image_its_first_version(
                     )
                 )
             assert found == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_0003_keeps_jobs_steps_and_runs(empty_database_url: str) -> None:
+    """0003 adds columns to jobs, steps, series and step runs in place: on SQLite nothing is
+    rebuilt that would cascade, so a job keeps its steps and its runs, with the new defaults."""
+    engine = make_engine(empty_database_url)
+    series, job, run, step = (uuid.uuid4() for _ in range(4))
+    now = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    try:
+        await upgrade(engine, "0002")
+        async with engine.begin() as conn:
+            await insert_job_with_a_run(conn, series, job, run, step, now)
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            assert await conn.scalar(sa.select(sa.func.count()).select_from(JobStep)) == 1
+            got = (await conn.execute(sa.select(StepRun.iterations, StepRun.skip_reason))).one()
+            assert tuple(got) == ([], None)
+            kept = await conn.execute(
+                sa.select(Job.style_series_id, Job.style_image_ids, Job.style_image_count)
+            )
+            assert tuple(kept.one()) == (None, [], 3)
+            context = await conn.execute(sa.select(Series.inherit_context, Series.style_profile))
+            assert tuple(context.one()) == (True, "")
     finally:
         await engine.dispose()

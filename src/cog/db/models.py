@@ -31,6 +31,11 @@ class Series(Base):
     tags: Mapped[list[str]] = mapped_column(TagList, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Whether templates and drafting see the ancestors' descriptions and tags as context.
+    inherit_context: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.true())
+    # A concise description of the series' look, drafted by the model or written by hand.
+    style_profile: Mapped[str] = mapped_column(sa.Text, server_default="")
+    style_profile_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class Image(Base):
@@ -128,7 +133,9 @@ class ImageParent(Base):
 
     __tablename__ = "cog_image_parents"
     __table_args__ = (
-        sa.CheckConstraint(_enum_check("role", ["reference", "input", "edit"]), name="role"),
+        sa.CheckConstraint(
+            _enum_check("role", ["reference", "input", "edit", "style"]), name="role"
+        ),
         sa.Index("ix_cog_image_parents_child_image_id", "child_image_id"),
         sa.Index("ix_cog_image_parents_parent_image_id", "parent_image_id"),
     )
@@ -173,7 +180,10 @@ class Batch(Base):
 
 class Job(Base):
     __tablename__ = "cog_jobs"
-    __table_args__ = (sa.Index("ix_cog_jobs_series_id_created_at", "series_id", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_cog_jobs_series_id_created_at", "series_id", "created_at"),
+        sa.Index("ix_cog_jobs_style_series_id", "style_series_id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
     series_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("cog_series.id"))
@@ -182,6 +192,13 @@ class Job(Base):
     status: Mapped[str] = mapped_column(sa.Text, server_default="draft")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Style source: another series whose profile and images the job's steps are given.
+    style_series_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("cog_series.id", ondelete="SET NULL")
+    )
+    # The style series' images picked as references; empty: a sample of `style_image_count`.
+    style_image_ids: Mapped[list[str]] = mapped_column(JsonDoc, default=list)
+    style_image_count: Mapped[int] = mapped_column(sa.Integer, server_default="3")
 
 
 class JobStep(Base):
@@ -199,6 +216,10 @@ class JobStep(Base):
     prompt: Mapped[str] = mapped_column(sa.Text)
     model: Mapped[str | None] = mapped_column(sa.Text)
     config: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    # The step's `when` expression: false, the step is skipped.
+    condition: Mapped[str | None] = mapped_column(sa.Text)
+    # An expression giving a list of an earlier structured output: one iteration per item.
+    for_each: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class JobRun(Base):
@@ -235,6 +256,8 @@ class JobRun(Base):
     input_image_id: Mapped[uuid.UUID | None] = mapped_column(
         sa.ForeignKey("cog_images.id", ondelete="SET NULL")
     )
+    # The style source as the run used it (series, title, tags, profile, image ids).
+    style: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
 
 
 class StepRun(Base):
@@ -262,5 +285,11 @@ class StepRun(Base):
     attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0")
     attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc, default=list)
     usage: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    # An llm step's structured answer, validated against the schema its config declares.
+    json_output: Mapped[Any] = mapped_column(JsonDoc)
+    # Why a step did not run: its condition was false, or a step it needs was skipped.
+    skip_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # A `for_each` step's iterations, in order: item, status, text, image ids, error of each.
+    iterations: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc, default=list)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
