@@ -263,11 +263,13 @@ async def listing(
 ) -> Page[Image]:
     """The series' images, newest first; with `tag`, only those with that tag of their own."""
     check_limit(limit)
-    await series_service.require(session, series_id)
     clean = series_service.normalize_tags([tag]) if tag else []
-    return await images_db.page_in_series(
+    page = await images_db.page_in_series(
         session, series_id, limit=limit, cursor=cursor, tag=clean[0] if clean else None
     )
+    if not page.items:  # images prove their series exists; an empty page must look
+        await series_service.require(session, series_id)
+    return page
 
 
 async def count(session: AsyncSession, series_id: uuid.UUID, *, tag: str | None = None) -> int:
