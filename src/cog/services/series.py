@@ -14,7 +14,8 @@ from cog.db import versions as versions_db
 from cog.db.base import utcnow
 from cog.db.models import Series
 from cog.db.pages import Page, check_limit
-from cog.errors import Conflict, NotFound
+from cog.engine.style_profile import MAX_PROFILE_CHARS
+from cog.errors import Conflict, Invalid, NotFound
 from cog.storage import ObjectStore
 from cog.storage.keys import version_objects
 
@@ -111,6 +112,8 @@ async def update(
         series.tags = normalize_tags(tags)
     if inherit_context is not UNSET:
         series.inherit_context = inherit_context
+    if style_profile is not UNSET and len(style_profile.strip()) > MAX_PROFILE_CHARS:
+        raise Invalid(f"A style profile is at most {MAX_PROFILE_CHARS:,} characters.")
     if style_profile is not UNSET and style_profile.strip() != series.style_profile:
         series.style_profile = style_profile.strip()
         series.style_profile_updated_at = utcnow()
