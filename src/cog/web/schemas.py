@@ -422,7 +422,9 @@ class LinkOut(BaseModel):
     image_id: uuid.UUID
     version: int = Field(description="The version of that image.")
     own_version: int = Field(description="The version of this image the link belongs to.")
-    role: str = Field(description="`reference`, `input` or `edit` (edits and splits).")
+    role: str = Field(
+        description="`reference`, `input`, `style` (a style reference) or `edit` (edits, splits)."
+    )
     label: str
     thumbnail_url: str
     job_id: uuid.UUID | None
