@@ -41,7 +41,7 @@ def test_restyle_a_selection_in_the_style_of_another_series(
     page.goto(f"{cog.url}/cog/series/{gouache['id']}")
     style = page.locator("#series-style")
     expect(style).to_contain_text("No style profile yet")
-    style.get_by_role("button", name="Edit").click()
+    style.get_by_role("button", name="Edit profile").click()
     style.locator("textarea[name=style_profile]").fill("Thick gouache, warm ochres, soft edges")
     style.get_by_role("button", name="Save").click()
     expect(page.locator("[data-style-profile]")).to_have_text(
