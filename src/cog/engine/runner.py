@@ -35,6 +35,7 @@ from cog.engine.steps import INPUT_REF, STEP_REF, StepSpec
 from cog.errors import CogError, ProviderError
 from cog.providers.base import Attempt, ImageProvider, InputImage, TextProvider, Usage
 from cog.services import images as images_service
+from cog.services.image_commits import ImageCommits
 from cog.storage import ObjectStore, StoredObjectMissing
 
 log = logging.getLogger(__name__)
@@ -302,7 +303,7 @@ class Runner:
                 made = await runs_db.images_of_step(session, row.id)
         missing = spec.config.count - len(made)
         model = spec.model or self.deps.settings.image_model
-        lock = asyncio.Lock()
+        commits = ImageCommits(self.deps.sessions, self.deps.store)
         texts: list[str] = []
         # The step's images in the order they were committed; only changed under `lock`.
         recorded = [str(i) for i in made]
@@ -328,7 +329,7 @@ class Runner:
                 result.provider,
                 result.text,
                 index,
-                lock,
+                commits,
                 recorded,
                 parents,
             )
@@ -361,17 +362,18 @@ class Runner:
         provider: str,
         text: str,
         index: int,
-        commit_lock: asyncio.Lock,
+        commits: ImageCommits,
         recorded: list[str],
         parents: list[Parent],
     ) -> None:
         """Store one image and record it on its step, with its lineage, in the same transaction.
 
-        The images of a step are verified and written to the store concurrently; their
-        transactions take `commit_lock` in turn. One executor holds a run, so `recorded` (the
-        list as committed so far) is the truth and is written whole, without reading it back.
-        It grows while the lock is held; a transaction that fails takes its id out again (and
-        a resumed step starts from the images table, whatever this list said).
+        The images of a step are verified and written to the store concurrently, and their rows
+        committed together as they become ready (`commits`), one transaction at a time. One
+        executor holds a run, so `recorded` (the list as committed so far) is the truth and is
+        written whole, without reading it back. It grows in the transaction; one that fails
+        takes its ids out again (and a resumed step starts from the images table, whatever
+        this list said).
         """
         mine: list[str] = []
 
@@ -387,31 +389,29 @@ class Runner:
             )
 
         try:
-            async with self.deps.sessions() as session:
-                await images_service.store_generated(
-                    session,
-                    self.deps.store,
-                    self.deps.settings,
-                    series_id=self.series_id,
-                    data=data,
-                    prompt=prompt,
-                    model=model,
-                    provider=provider,
-                    metadata={
-                        "model_text": text,
-                        "step_position": row.position,
-                        "index": index,
-                        "aspect_ratio": spec.config.aspect_ratio,
-                        "image_size": spec.config.image_size,
-                        "reference_count": len(spec.config.input_images),
-                        **self._provenance(),
-                    },
-                    job_id=self.job_id,
-                    run_id=self.run_id,
-                    step_id=row.id,
-                    before_commit=record,
-                    commit_lock=commit_lock,
-                )
+            await images_service.store_generated(
+                self.deps.store,
+                self.deps.settings,
+                commits,
+                series_id=self.series_id,
+                data=data,
+                prompt=prompt,
+                model=model,
+                provider=provider,
+                metadata={
+                    "model_text": text,
+                    "step_position": row.position,
+                    "index": index,
+                    "aspect_ratio": spec.config.aspect_ratio,
+                    "image_size": spec.config.image_size,
+                    "reference_count": len(spec.config.input_images),
+                    **self._provenance(),
+                },
+                job_id=self.job_id,
+                run_id=self.run_id,
+                step_id=row.id,
+                before_commit=record,
+            )
         except BaseException:
             if mine and mine[0] in recorded:
                 recorded.remove(mine[0])

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -32,13 +30,14 @@ from cog.imaging import (
 )
 from cog.providers.base import InputImage
 from cog.services import series as series_service
+from cog.services.image_commits import BeforeCommit, ImageCommits
 from cog.storage import ObjectStore, StoredObjectMissing
+from cog.storage.base import delete_quietly
 from cog.storage.keys import image_key, thumbnail_key
 
 log = logging.getLogger(__name__)
 
 MAX_FILENAME = 255
-BeforeCommit = Callable[[AsyncSession, Image], Awaitable[None]]
 UNSET: Any = series_service.UNSET
 
 
@@ -156,9 +155,9 @@ async def upload(
 
 
 async def store_generated(
-    session: AsyncSession,
     store: ObjectStore,
     settings: Settings,
+    commits: ImageCommits,
     *,
     series_id: uuid.UUID,
     data: bytes,
@@ -170,13 +169,9 @@ async def store_generated(
     run_id: uuid.UUID | None = None,
     step_id: uuid.UUID | None = None,
     before_commit: BeforeCommit | None = None,
-    commit_lock: AbstractAsyncContextManager[object] | None = None,
 ) -> Image:
-    """Verify and keep an image a model made, with its provenance. Commits.
-
-    `commit_lock`, when given, is held around the database part only (the rows, `before_commit`
-    and the commit), so several images can be verified and written to the store at once while
-    their transactions still happen one after another.
+    """Verify and keep an image a model made, with its provenance. Commits (through `commits`,
+    with the other images ready at the same moment): the file and the rows stay, or neither.
     """
     # The thumbnail is made on first request: a run should not wait for it.
     verified = await verify(settings, io.BytesIO(data), thumbnail=False)
@@ -197,9 +192,12 @@ async def store_generated(
         job_id=job_id,
         run_id=run_id,
         step_id=step_id,
+        tags=[],
+        version=1,
     )
     image.storage_path = image_key(image.id, verified.info.extension)
-    await _persist(session, store, [(image, data, verified.thumbnail)], before_commit, commit_lock)
+    await store.put(image.storage_path, data)
+    await commits.commit(image, first_version(image), [image.storage_path], before_commit)
     return image
 
 
@@ -233,15 +231,8 @@ async def _persist(
     session: AsyncSession,
     store: ObjectStore,
     items: list[tuple[Image, bytes | IO[bytes], bytes | None]],
-    before_commit: BeforeCommit | None = None,
-    commit_lock: AbstractAsyncContextManager[object] | None = None,
 ) -> None:
-    """Write each image's file and thumbnail, then commit the rows: all of them or none.
-
-    `before_commit` may change more rows in the same transaction (a run records the image on
-    its step there, so an image is never stored without being counted, nor counted twice).
-    The transaction runs under `commit_lock` when one is given; the files are written before.
-    """
+    """Write each image's file and thumbnail, then commit the rows: all of them or none."""
     written: list[str] = []
     try:
         for image, data, thumb in items:
@@ -250,14 +241,9 @@ async def _persist(
             if thumb is not None:
                 await store.put(thumbnail_key(image.id), thumb)
                 written.append(thumbnail_key(image.id))
-        async with commit_lock or contextlib.nullcontext():
-            session.add_all([image for image, _, _ in items])
-            session.add_all([first_version(image) for image, _, _ in items])
-            await session.flush()
-            if before_commit is not None:
-                for image, _, _ in items:
-                    await before_commit(session, image)
-            await session.commit()
+        session.add_all([image for image, _, _ in items])
+        session.add_all([first_version(image) for image, _, _ in items])
+        await session.commit()
     except BaseException:
         # Whatever stopped us (a store error, the database, a cancelled request), nothing of
         # the batch may stay behind: no row without its file, no file without its row.
@@ -423,13 +409,6 @@ async def stored_thumbnail(
     data = await anyio.to_thread.run_sync(thumbnail_from_bytes, original, settings.thumbnail_px)
     await store.put(key, data)
     return data
-
-
-async def delete_quietly(store: ObjectStore, key: str) -> None:
-    try:
-        await store.delete(key)
-    except Exception:
-        log.warning("could not delete stored object %s", key, exc_info=True)
 
 
 async def neighbours(

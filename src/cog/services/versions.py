@@ -29,8 +29,9 @@ from cog.errors import CogError, Conflict, Invalid, NotFound, ProviderError
 from cog.imaging import VerifiedImage, for_model
 from cog.providers.base import ImageProvider, InputImage
 from cog.services import images as images_service
-from cog.services.images import IncomingFile, delete_quietly, display_name
+from cog.services.images import IncomingFile, display_name
 from cog.storage import ObjectStore, StoredObjectMissing
+from cog.storage.base import delete_quietly
 from cog.storage.keys import image_key, thumbnail_key, version_key
 
 MAX_PROMPT = 20_000

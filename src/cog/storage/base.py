@@ -121,3 +121,12 @@ class ObstoreStore:
             await obstore.rename_async(self._store, key, to)
         except (FileNotFoundError, NotFoundError) as exc:
             raise StoredObjectMissing(key) from exc
+
+
+async def delete_quietly(store: ObjectStore, key: str) -> None:
+    """Delete an object while undoing something else: a failure is logged, not raised, so it
+    never hides the error being handled."""
+    try:
+        await store.delete(key)
+    except Exception:
+        log.warning("could not delete stored object %s", key, exc_info=True)

@@ -1,0 +1,114 @@
+"""Group commit: the rows of images that become ready together go in one transaction.
+
+The images of a step arrive within moments of each other (their model calls run at once). Each
+transaction costs a round of statements and a commit whatever it holds, so instead of one per
+image, an image whose file is written joins a queue: when no transaction is running it starts
+one for everything queued; otherwise it waits, and the next transaction takes it with the
+others that came meanwhile. Each image still learns whether its own rows were committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cog.db.models import Image, ImageVersion
+from cog.db.session import SessionMaker
+from cog.storage import ObjectStore
+from cog.storage.base import delete_quietly
+
+# Changes more rows in the image's transaction (a run records the image on its step there, so
+# an image is never stored without being counted, nor counted twice).
+BeforeCommit = Callable[[AsyncSession, Image], Awaitable[None]]
+
+
+@dataclass
+class _Entry:
+    image: Image
+    version: ImageVersion
+    before_commit: BeforeCommit | None
+    outcome: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class ImageCommits:
+    """Commits image rows (the image, its first version and what `before_commit` adds) in as
+    few transactions as their arrival allows, one transaction at a time."""
+
+    def __init__(self, sessions: SessionMaker, store: ObjectStore) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._queue: list[_Entry] = []
+        self._lock = asyncio.Lock()
+
+    async def commit(
+        self,
+        image: Image,
+        version: ImageVersion,
+        files: list[str],
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
+        """Commit the image's rows, whose `files` are already in the store: both stay, or
+        neither (the files are deleted when the rows were not committed, and the error or the
+        cancellation goes on).
+
+        Cancelled while its rows are in a transaction under way, it waits for that transaction
+        to end (even when cancelled again), so a committed row never loses its file.
+        """
+        entry = _Entry(image, version, before_commit)
+        self._queue.append(entry)
+        try:
+            try:
+                async with self._lock:
+                    if not entry.outcome.done():
+                        batch, self._queue = self._queue, []
+                        await self._commit(batch)
+            except asyncio.CancelledError:
+                if entry in self._queue:  # never taken into a transaction
+                    self._queue.remove(entry)
+                    raise
+                while not entry.outcome.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(entry.outcome)
+                if _committed(entry.outcome):
+                    raise  # the rows and the file stay; the cancellation goes on
+                raise
+            await entry.outcome
+        except BaseException:
+            if not _committed(entry.outcome):
+                with anyio.CancelScope(shield=True):
+                    for key in files:
+                        await delete_quietly(self._store, key)
+            raise
+
+    async def _commit(self, batch: list[_Entry]) -> None:
+        try:
+            async with self._sessions() as session:
+                session.add_all([entry.image for entry in batch])
+                session.add_all([entry.version for entry in batch])
+                await session.flush()
+                for entry in batch:
+                    if entry.before_commit is not None:
+                        await entry.before_commit(session, entry.image)
+                await session.commit()
+        except BaseException as exc:
+            for entry in batch:
+                if not entry.outcome.done():
+                    if isinstance(exc, Exception):
+                        entry.outcome.set_exception(exc)
+                    else:
+                        entry.outcome.cancel()
+            raise
+        for entry in batch:
+            if not entry.outcome.done():
+                entry.outcome.set_result(None)
+
+
+def _committed(outcome: asyncio.Future[None]) -> bool:
+    return outcome.done() and not outcome.cancelled() and outcome.exception() is None

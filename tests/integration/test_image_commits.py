@@ -1,0 +1,218 @@
+"""Images a model made, stored concurrently: their rows go in as few transactions as their
+arrival allows, and an image's file and rows stay together or go together, whatever stops the
+transaction (an error, a cancellation)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from cog.config import Settings
+from cog.db.models import Image, ImageVersion, Series
+from cog.db.session import SessionMaker, make_engine, make_sessionmaker
+from cog.services.image_commits import ImageCommits
+from cog.services.images import store_generated
+from cog.storage import ObjectStore
+from tests.conftest import stored_keys
+from tests.factories import noisy_png
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(settings.database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def sessions(engine: AsyncEngine) -> SessionMaker:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture
+async def series_id(sessions: SessionMaker) -> uuid.UUID:
+    async with sessions() as session:
+        series = Series(title="Generated")
+        session.add(series)
+        await session.commit()
+        return series.id
+
+
+async def keep(
+    store: ObjectStore,
+    settings: Settings,
+    commits: ImageCommits,
+    series_id: uuid.UUID,
+    seed: int,
+    **kwargs: Any,
+) -> Image:
+    return await store_generated(
+        store,
+        settings,
+        commits,
+        series_id=series_id,
+        data=noisy_png(64, 48, seed=seed),
+        prompt=f"image {seed}",
+        model="m",
+        provider="gemini",
+        metadata={},
+        **kwargs,
+    )
+
+
+async def rows(sessions: SessionMaker) -> tuple[set[str], set[str]]:
+    async with sessions() as session:
+        images = set((await session.scalars(sa.select(Image.storage_path))).all())
+        versions = set((await session.scalars(sa.select(ImageVersion.storage_path))).all())
+    return images, versions
+
+
+def files(settings: Settings) -> set[str]:
+    return set(stored_keys(Path(settings.storage_url.removeprefix("file://"))))
+
+
+async def queued(settings: Settings, count: int) -> None:
+    """Until `count` files are stored, and a moment more for their rows to join the queue."""
+    for _ in range(500):
+        if len(files(settings)) >= count:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.02)
+
+
+async def test_images_ready_together_share_transactions_and_all_land(
+    settings: Settings,
+    store: ObjectStore,
+    engine: AsyncEngine,
+    sessions: SessionMaker,
+    series_id: uuid.UUID,
+) -> None:
+    commits_seen: list[object] = []
+
+    def count(conn: object) -> None:
+        commits_seen.append(conn)
+
+    sa.event.listen(engine.sync_engine, "commit", count)
+    group = ImageCommits(sessions, store)
+    made = await asyncio.gather(
+        *(keep(store, settings, group, series_id, seed) for seed in range(6))
+    )
+    sa.event.remove(engine.sync_engine, "commit", count)
+    paths = {image.storage_path for image in made}
+    assert len(paths) == 6
+    assert await rows(sessions) == (paths, paths)
+    assert files(settings) == paths
+    # The first starts a transaction alone; the others, ready meanwhile, share the next ones.
+    assert 1 <= len(commits_seen) < 6
+
+
+async def test_a_failed_transaction_keeps_no_file_and_no_row_of_any_image_in_it(
+    settings: Settings, store: ObjectStore, sessions: SessionMaker, series_id: uuid.UUID
+) -> None:
+    group = ImageCommits(sessions, store)
+    first = await keep(store, settings, group, series_id, 0)
+
+    async def refuse(_session: AsyncSession, image: Image) -> None:
+        if image.prompt == "image 3":
+            raise RuntimeError("the step's row could not be written")
+
+    results = await asyncio.gather(
+        *(
+            keep(store, settings, group, series_id, seed, before_commit=refuse)
+            for seed in (1, 2, 3)
+        ),
+        return_exceptions=True,
+    )
+    failed = [r for r in results if isinstance(r, BaseException)]
+    kept = {r.storage_path for r in results if isinstance(r, Image)} | {first.storage_path}
+    assert failed, "the refused image must fail"
+    # Whatever shared the refused image's transaction failed with it; the rest stayed whole.
+    assert await rows(sessions) == (kept, kept)
+    assert files(settings) == kept
+
+
+class Gates:
+    """Holds an image's transaction open inside `before_commit` until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.entered: dict[str, asyncio.Event] = {}
+        self.release: dict[str, asyncio.Event] = {}
+
+    def gate(self, prompt: str) -> None:
+        self.entered[prompt] = asyncio.Event()
+        self.release[prompt] = asyncio.Event()
+
+    async def __call__(self, _session: AsyncSession, image: Image) -> None:
+        if image.prompt in self.entered:
+            self.entered[image.prompt].set()
+            await self.release[image.prompt].wait()
+
+
+async def test_an_image_cancelled_while_its_rows_commit_keeps_both(
+    settings: Settings, store: ObjectStore, sessions: SessionMaker, series_id: uuid.UUID
+) -> None:
+    """Cancelled while another task commits its rows, an image waits for the outcome:
+    committed, its file stays, and the cancellation still reaches its caller. Cancelled before
+    any transaction took it, nothing of it stays."""
+    group = ImageCommits(sessions, store)
+    gates = Gates()
+    gates.gate("image 0")
+    gates.gate("image 1")
+    first = asyncio.create_task(keep(store, settings, group, series_id, 0, before_commit=gates))
+    await gates.entered["image 0"].wait()
+    # Three more arrive, one after another, while the first transaction runs.
+    second = asyncio.create_task(keep(store, settings, group, series_id, 1, before_commit=gates))
+    await queued(settings, 2)
+    third = asyncio.create_task(keep(store, settings, group, series_id, 2))
+    await queued(settings, 3)
+    fourth = asyncio.create_task(keep(store, settings, group, series_id, 3))
+    await queued(settings, 4)
+    fourth.cancel()  # still queued
+    gates.release["image 0"].set()
+    await first
+    await gates.entered["image 1"].wait()  # the second runs the next transaction, with the third
+    third.cancel()
+    await asyncio.sleep(0.05)
+    assert not third.done(), "it waits for the transaction that holds its rows"
+    gates.release["image 1"].set()
+    await second
+    with pytest.raises(asyncio.CancelledError):
+        await third
+    with pytest.raises(asyncio.CancelledError):
+        await fourth
+    images, versions = await rows(sessions)
+    assert images == versions == files(settings)
+    assert len(images) == 3
+    assert not any("image 3" in key for key in images)
+
+
+async def test_a_transaction_cancelled_midway_keeps_nothing_of_its_images(
+    settings: Settings, store: ObjectStore, sessions: SessionMaker, series_id: uuid.UUID
+) -> None:
+    group = ImageCommits(sessions, store)
+    gates = Gates()
+    gates.gate("image 0")
+    gates.gate("image 1")
+    first = asyncio.create_task(keep(store, settings, group, series_id, 0, before_commit=gates))
+    await gates.entered["image 0"].wait()
+    second = asyncio.create_task(keep(store, settings, group, series_id, 1, before_commit=gates))
+    await queued(settings, 2)
+    third = asyncio.create_task(keep(store, settings, group, series_id, 2))
+    await queued(settings, 3)
+    gates.release["image 0"].set()
+    await first
+    await gates.entered["image 1"].wait()
+    second.cancel()  # it runs the transaction that holds the third's rows too
+    for task in (second, third):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    images, versions = await rows(sessions)
+    assert images == versions == files(settings)
+    assert len(images) == 1
