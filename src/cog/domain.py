@@ -25,6 +25,7 @@ class LineageRole(StrEnum):
     reference = "reference"  # a reference image of the step that made the child
     input = "input"  # the image a batch run was run for
     edit = "edit"  # the child is an edit of it (or was split off from it)
+    style = "style"  # a style reference of the step that made the child (the job's style source)
 
 
 class StepKind(StrEnum):
@@ -84,3 +85,6 @@ IMAGE_SIZES = ("1K", "2K", "4K")
 MAX_IMAGES_PER_STEP = 8
 MAX_STEPS = 20
 MAX_BATCH_IMAGES = 1000
+# Reference images one image call may send (Nano Banana Pro takes up to 14): a step's own and
+# its job's style references together.
+MAX_REFERENCE_IMAGES = 14

@@ -87,6 +87,19 @@ ALSO_REFUSED: dict[str, tuple[list[str], str]] = {
         "exactly one of `image_ids` and `series_id`; the job's steps must use `input`; the "
         "images must exist",
     ),
+    "POST /api/series/{series_id}/jobs": (
+        ["422"],
+        "a style source must be a series that exists; its picked images must be of it",
+    ),
+    "PATCH /api/jobs/{job_id}": (
+        ["422"],
+        "a style source as above; with the steps' own references, at most 14 images a step",
+    ),
+    "POST /api/restyles": (
+        ["422"],
+        "exactly one of `image_ids` and `series_id`; the images must exist; the style series "
+        "needs images or a profile, and its picked images must be of it",
+    ),
     "POST /api/images/{image_id}/versions": (
         ["413", "415", "422"],
         "a replacement's schema is bytes, as for uploads; an edit's prompt may be refused by "

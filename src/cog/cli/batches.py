@@ -19,6 +19,7 @@ from cog.domain import BatchStatus
 from cog.engine.executor import RunExecutor, worker_name
 from cog.errors import Conflict
 from cog.services import batches as batches_service
+from cog.services import restyle as restyle_service
 
 batches_app = typer.Typer(help="Batches: a job run once for each image.", no_args_is_help=True)
 
@@ -78,22 +79,7 @@ def jobs_batch(
         async with ctx.runtime.sessions() as session:
             return await batches_service.detail(session, batch.id)
 
-    view = run(work)
-    if as_json:
-        print_json(view)
-    elif not wait:
-        out.print(
-            f"Queued batch {view['id']}: {view['total']} run(s), one for each image. "
-            f"Follow it with `cog batches show {view['id']}`."
-        )
-        return
-    else:
-        out.print(_summary(view))
-        for r in view["runs"]:
-            if r["error"]:
-                err.print(f"run {r['id']} (image {r['input_image_id']}): {escape(r['error'])}")
-    if wait and view["status"] != BatchStatus.succeeded:
-        raise typer.Exit(1)
+    _report(run(work), wait=wait, as_json=as_json)
 
 
 async def _run_here(ctx: Context, batch_id: uuid.UUID) -> None:
@@ -153,6 +139,95 @@ async def _run_here(ctx: Context, batch_id: uuid.UUID) -> None:
             await asyncio.gather(*here, return_exceptions=True)
             err.print(f"Cancelled batch {batch_id}; the runs that finished are kept.")
         raise
+
+
+@batches_app.command("restyle")
+def batches_restyle(
+    style: Annotated[str, typer.Option("--style", help="The series whose style the images take.")],
+    to: Annotated[str, typer.Option("--to", help="The series the restyled images go to.")],
+    image_ids: Annotated[
+        list[str] | None, typer.Argument(help="Images to restyle (any series).")
+    ] = None,
+    series: Annotated[
+        str | None, typer.Option("--series", help="Restyle each image of this series.")
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="With --series: its sub-series' images too.")
+    ] = False,
+    prompt: Annotated[str, typer.Option("--prompt", help="Words added to every prompt.")] = "",
+    style_image: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--style-image", help="An image of the style series to send; repeat for several."
+        ),
+    ] = None,
+    style_count: Annotated[
+        int,
+        typer.Option(
+            "--style-count", min=0, max=13, help="Without --style-image: how many to sample."
+        ),
+    ] = 3,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Run it here and show its progress until it ends.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the batch as JSON.")] = False,
+) -> None:
+    """Re-render images in the style of another series (--style) into a target series (--to):
+    the IMAGE_IDs given, or those of --series. Each image is sent with style images of the
+    style series (--style-image, or a sample of --style-count) and its style profile; each
+    result records its source image and the style in its lineage and metadata. With --wait
+    the runs execute in this terminal with a progress bar; without, they are queued for
+    `cog serve` (or `cog worker`)."""
+    if bool(image_ids) == (series is not None):
+        fail("Give image ids, or --series SERIES (not both).", 2)
+    if recursive and series is None:
+        fail("--recursive goes with --series.", 2)
+    ids = [parse_id(i, "image") for i in image_ids or []]
+    sid = parse_id(series, "series") if series is not None else None
+    style_id = parse_id(style, "series")
+    target_id = parse_id(to, "series")
+    picked = [parse_id(i, "image") for i in style_image or []]
+
+    async def work(ctx: Context) -> dict[str, Any]:
+        settings = ctx.settings
+        batch = await restyle_service.start(
+            ctx.session,
+            style_series_id=style_id,
+            target_series_id=target_id,
+            image_ids=ids or None,
+            series_id=sid,
+            include_subseries=recursive,
+            prompt=prompt,
+            style_image_ids=picked,
+            style_image_count=style_count,
+            concurrency=settings.batch_concurrency,
+            enqueue=settings.uses_queue and not wait,
+        )
+        if wait:
+            await _run_here(ctx, batch.id)
+        async with ctx.runtime.sessions() as session:
+            return await batches_service.detail(session, batch.id)
+
+    _report(run(work), wait=wait, as_json=as_json)
+
+
+def _report(view: dict[str, Any], *, wait: bool, as_json: bool) -> None:
+    """What `jobs batch` and `batches restyle` print once the batch is started (or done)."""
+    if as_json:
+        print_json(view)
+    elif not wait:
+        out.print(
+            f"Queued batch {view['id']}: {view['total']} run(s), one for each image. "
+            f"Follow it with `cog batches show {view['id']}`."
+        )
+        return
+    else:
+        out.print(_summary(view))
+        for r in view["runs"]:
+            if r["error"]:
+                err.print(f"run {r['id']} (image {r['input_image_id']}): {escape(r['error'])}")
+    if wait and view["status"] != BatchStatus.succeeded:
+        raise typer.Exit(1)
 
 
 @batches_app.command("show")

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from cog.cli.common import Context, escape, fail, out, parse_id, print_json, run
 from cog.services import series as series_service
+from cog.services import style as style_service
 from cog.web.schemas import SeriesOut
 
 series_app = typer.Typer(help="Series: nested collections of images.", no_args_is_help=True)
+
+INHERIT_HELP = (
+    "Whether its jobs see the descriptions and tags of the series above it "
+    "({{ series.context }}, {{ series.ancestors }})."
+)
 
 
 def _series_table(rows: list[SeriesOut]) -> Table:
@@ -35,13 +42,19 @@ def series_create(
         list[str] | None, typer.Option("--tag", "-t", help="Repeat for several.")
     ] = None,
     parent: Annotated[str | None, typer.Option(help="Create inside this series.")] = None,
+    inherit: Annotated[bool, typer.Option("--inherit/--no-inherit", help=INHERIT_HELP)] = True,
 ) -> None:
     """Create a series."""
     parent_id = parse_id(parent, "series") if parent else None
 
     async def work(ctx: Context) -> SeriesOut:
         created = await series_service.create(
-            ctx.session, title=title, description=description, tags=tag or [], parent_id=parent_id
+            ctx.session,
+            title=title,
+            description=description,
+            tags=tag or [],
+            parent_id=parent_id,
+            inherit_context=inherit,
         )
         return SeriesOut.of_view(await series_service.view(ctx.session, created.id))
 
@@ -109,6 +122,102 @@ def series_show(
     if s.tags:
         out.print("tags: " + escape(", ".join(s.tags)))
     out.print(f"{s.image_count} image(s), {s.child_count} sub-series")
+    if not s.inherit_context:
+        out.print("does not inherit the context of the series above it")
+    if s.style_profile:
+        out.print("style profile:\n" + escape(s.style_profile))
+
+
+@series_app.command("edit")
+def series_edit(
+    series_id: str,
+    title: Annotated[str | None, typer.Option("--title")] = None,
+    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", "-t", help="The tags, replacing those it has; repeat for several."),
+    ] = None,
+    inherit: Annotated[
+        bool | None, typer.Option("--inherit/--no-inherit", help=INHERIT_HELP)
+    ] = None,
+) -> None:
+    """Change a series' title, description, tags, or whether it inherits the context above it."""
+    sid = parse_id(series_id, "series")
+    changes: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("title", title),
+            ("description", description),
+            ("tags", tag),
+            ("inherit_context", inherit),
+        )
+        if value is not None
+    }
+    if not changes:
+        fail("nothing to change: give --title, --description, --tag or --(no-)inherit.", 2)
+    if title is not None and not title.strip():
+        fail("a series needs a title.", 2)
+
+    async def work(ctx: Context) -> SeriesOut:
+        await series_service.update(ctx.session, sid, **changes)
+        return SeriesOut.of_view(await series_service.view(ctx.session, sid))
+
+    s = run(work)
+    out.print(f"Saved series [bold]{escape(s.title)}[/bold] {s.id}")
+
+
+@series_app.command("style")
+def series_style(
+    series_id: str,
+    draft: Annotated[
+        bool,
+        typer.Option(
+            "--draft",
+            help="Have the text model write it from a sample of the series' images and its "
+            "metadata (a series without images: from its metadata alone).",
+        ),
+    ] = False,
+    set_to: Annotated[
+        str | None,
+        typer.Option("--set", help="Write it by hand; `-` reads it from standard input."),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove it.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the series as JSON.")] = False,
+) -> None:
+    """Show a series' style profile (palette, medium, lighting, composition, mood), draft it
+    with the text model, or set it by hand. Jobs with this series as their style source see it
+    as {{ style.profile }}."""
+    sid = parse_id(series_id, "series")
+    if sum([draft, set_to is not None, clear]) > 1:
+        fail("give one of --draft, --set and --clear.", 2)
+    text = sys.stdin.read() if set_to == "-" else set_to
+    if clear:
+        text = ""
+
+    async def work(ctx: Context) -> SeriesOut:
+        if draft:
+            await style_service.draft_profile(
+                ctx.session, ctx.store, ctx.runtime.text_provider, sid
+            )
+        elif text is not None:
+            await series_service.update(ctx.session, sid, style_profile=text)
+        return SeriesOut.of_view(await series_service.view(ctx.session, sid))
+
+    s = run(work)
+    if as_json:
+        print_json(s.model_dump(mode="json"))
+    elif s.style_profile:
+        written = s.style_profile_updated_at
+        out.print(
+            f"[bold]{escape(s.title)}[/bold] style profile"
+            + (f" (written {written:%Y-%m-%d %H:%M} UTC)" if written else "")
+        )
+        out.print(escape(s.style_profile))
+    else:
+        out.print(
+            f"{escape(s.title)} has no style profile. Draft one with "
+            f"`cog series style {s.id} --draft`, or write it with --set."
+        )
 
 
 @series_app.command("rm")

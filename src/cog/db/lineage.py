@@ -20,7 +20,7 @@ from cog.db.models import Image, ImageParent, ImageVersion, Job, StepRun
 class Parent:
     image_id: uuid.UUID
     version_id: uuid.UUID
-    role: str  # "reference" | "input" | "edit"
+    role: str  # "reference" | "input" | "edit" | "style"
 
 
 async def current_versions(

@@ -57,6 +57,7 @@ async def create(
     *,
     batch_id: uuid.UUID | None = None,
     input_image_id: uuid.UUID | None = None,
+    style: dict[str, Any] | None = None,
     flush: bool = True,
 ) -> JobRun:
     """A queued run with one pending step run per step of the snapshot. The caller commits
@@ -71,6 +72,7 @@ async def create(
         attempts=0,
         batch_id=batch_id,
         input_image_id=input_image_id,
+        style=style,
     )
     session.add(run)
     session.add_all(

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from cog.engine.prompts import AncestorContext, StyleContext
 from cog.providers.base import InputImage, TextProvider, TextResult
 
 StepKind = Literal["llm", "image"]
@@ -67,6 +68,9 @@ Every step prompt is a Jinja template, filled in just before the step runs. Vari
 - {{ base_prompt }}: the job's base prompt.
 - {{ series.title }}, {{ series.description }}: the series' title and description.
 - {{ series.tags }}: the series' tags, a list; write {{ series.tags | join(", ") }} in prose.
+- {{ series.context }}: the descriptions of the series and of those above it, root first.
+- {{ style.profile }}: the style to match, when the job has a style source (else empty); its \
+images come with the image steps by themselves.
 - {{ steps[0].text }}: the text that step 0 answered (positions count from 0); \
 {{ steps[1].text }} for step 1, and so on. Only earlier steps have answers.
 - {{ previous.text }}: the text of the step just before this one.
@@ -95,8 +99,11 @@ def build_draft_request(
     series_tags: Sequence[str],
     *,
     image_count: int = 0,
+    inherited: Sequence[AncestorContext] = (),
+    style: StyleContext | None = None,
 ) -> tuple[str, str]:
-    """The system instruction and the prompt that ask a text model to draft a job."""
+    """The system instruction and the prompt that ask a text model to draft a job: with the
+    context the series inherits (root first) and the job's style source, when it has them."""
     lines = [
         "Plan a job for this base prompt:",
         _BASE_OPEN,
@@ -107,6 +114,17 @@ def build_draft_request(
         f"Series description: {series_description.strip() or '(none)'}",
         f"Series tags: {', '.join(series_tags) or '(none)'}",
     ]
+    for above in inherited:
+        lines.append(
+            f"Inside the series “{above.title.strip()}”: {above.description.strip() or '(none)'}"
+            f" (tags: {', '.join(above.tags) or 'none'})"
+        )
+    if style is not None and (style.title or style.profile):
+        lines.append(
+            f"Style source, the series “{style.title}”: "
+            f"{' '.join(style.profile.split()) or '(no profile yet)'}. Use {{{{ style.profile }}}} "
+            "in the image prompts; its images come with the image steps."
+        )
     if image_count:
         lines.append(
             f"{image_count} image(s) of the series come with this request; "
@@ -167,10 +185,18 @@ async def draft_steps(
     series_description: str,
     series_tags: Sequence[str],
     images: Sequence[InputImage] = (),
+    inherited: Sequence[AncestorContext] = (),
+    style: StyleContext | None = None,
 ) -> tuple[DraftedJob, TextResult]:
     """Ask `provider` to draft a job; raises `ProviderError` when it cannot."""
     system, prompt = build_draft_request(
-        base_prompt, series_title, series_description, series_tags, image_count=len(images)
+        base_prompt,
+        series_title,
+        series_description,
+        series_tags,
+        image_count=len(images),
+        inherited=inherited,
+        style=style,
     )
     return await provider.generate_json(
         prompt=prompt, images=images, schema=DraftedJob, system=system

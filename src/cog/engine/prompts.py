@@ -1,9 +1,11 @@
 """Step prompts are Jinja2 templates, rendered in the sandbox.
 
-A prompt sees `base_prompt`, `series` (`.title`, `.description`, `.tags`), `steps` (earlier
-steps' outputs by position: `steps[0].text`, `steps[0].images`) and `previous` (the step just
-before). Anything else is refused when the step is saved, not when it runs: other variables,
-unknown filters and tests, other templates, and names starting with `_` (`''.__class__`).
+A prompt sees `base_prompt`, `series` (`.title`, `.description`, `.tags`, and what it inherits
+down the tree: `.ancestors`, `.context`), `style` (the job's style source: `.title`, `.tags`,
+`.profile`; empty when it has none), `steps` (earlier steps' outputs by position:
+`steps[0].text`, `steps[0].images`) and `previous` (the step just before). Anything else is
+refused when the step is saved, not when it runs: other variables, unknown filters and tests,
+other templates, and names starting with `_` (`''.__class__`).
 
 Saving a prompt only reads it; nothing in it is computed. What a template builds only when it
 runs (a name put together from pieces, a huge repetition) meets the sandbox then, with its
@@ -24,7 +26,7 @@ from jinja2.exceptions import SecurityError
 from cog.engine.sandbox import OverBudget, PromptEnvironment, budget
 from cog.errors import Invalid
 
-VARIABLES = ("base_prompt", "series", "steps", "previous", "input")
+VARIABLES = ("base_prompt", "series", "style", "steps", "previous", "input")
 
 _env = PromptEnvironment(
     undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True
@@ -44,10 +46,39 @@ class _Introspection(meta.TrackingCodeGenerator):
 
 
 @dataclass(frozen=True)
+class AncestorContext:
+    """A series above the job's, as its templates see it (`series.ancestors`)."""
+
+    title: str
+    description: str
+    tags: list[str]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+@dataclass(frozen=True)
 class SeriesContext:
     title: str
     description: str
     tags: list[str]
+    # The series above it whose context it inherits, root first (`cog.engine.context`), and
+    # their descriptions with its own, root down, one a line.
+    ancestors: list[AncestorContext] = field(default_factory=list)
+    context: str = ""
+
+
+@dataclass(frozen=True)
+class StyleContext:
+    """The job's style source (`style`); a job without one sees empty values, so a template
+    that mentions the style renders with or without it."""
+
+    title: str = ""
+    tags: list[str] = field(default_factory=list)
+    profile: str = ""
+
+    def __str__(self) -> str:
+        return self.profile
 
 
 @dataclass(frozen=True)
@@ -187,11 +218,13 @@ def render(
     series: SeriesContext,
     steps: list[StepOutput],
     input_image: InputContext | None = None,
+    style: StyleContext | None = None,
 ) -> str:
     """Render in the sandbox; a template that still fails at run time says why in plain words."""
     context: dict[str, Any] = {
         "base_prompt": base_prompt,
         "series": series,
+        "style": style or StyleContext(),
         "steps": steps,
         "previous": steps[-1] if steps else None,
     }

@@ -28,8 +28,9 @@ from cog.db.base import utcnow
 from cog.db.lineage import Parent
 from cog.db.models import Image, JobRun, StepRun
 from cog.db.session import SessionMaker
-from cog.domain import RunStatus, StepKind, StepStatus
-from cog.engine.prompts import InputContext, SeriesContext, StepOutput, render
+from cog.domain import MAX_REFERENCE_IMAGES, RunStatus, StepKind, StepStatus
+from cog.engine.context import StyleSnapshot, load_series_context, with_style_marker
+from cog.engine.prompts import InputContext, StepOutput, render
 from cog.engine.steps import INPUT_REF, STEP_REF, StepSpec
 from cog.errors import CogError, ProviderError
 from cog.providers.base import Attempt, ImageProvider, InputImage, TextProvider, Usage
@@ -121,10 +122,11 @@ class Runner:
             inputs = await batches_db.images_with_series(
                 session, [run.input_image_id] if run.input_image_id else []
             )
+            self.series = await load_series_context(session, series)
         self.job_id = job.id
         self.series_id = series.id
         self.base_prompt = run.base_prompt
-        self.series = SeriesContext(series.title, series.description, list(series.tags))
+        self.style = StyleSnapshot.of(run.style)
         self.input_image_id = run.input_image_id
         self.input: InputContext | None = None
         if run.batch_id is not None:
@@ -174,9 +176,12 @@ class Runner:
                 series=self.series,
                 steps=outputs,
                 input_image=self.input,
+                style=self.style.context() if self.style is not None else None,
             )
             if not prompt:
                 raise StepFailed("The prompt rendered to nothing; the model needs some text.")
+            if spec.kind is StepKind.image and self.style is not None:
+                prompt = with_style_marker(prompt, self.style, len(self.style.image_ids))
             await self._update_step(
                 row.id,
                 status=StepStatus.running,
@@ -234,28 +239,40 @@ class Runner:
                 roles.setdefault(self.input_image_id, "input")
             else:
                 ids.append(uuid.UUID(ref))
+        # The style source's images come last, after the step's own (its prompt says so).
+        wanted = [(i, roles.get(i, "reference")) for i in ids]
+        if spec.kind is StepKind.image and self.style is not None:
+            wanted += [(uuid.UUID(i), "style") for i in self.style.image_ids]
+        if len(wanted) > MAX_REFERENCE_IMAGES:
+            raise StepFailed(
+                f"The step would send {len(wanted)} reference images; the model takes at most "
+                f"{MAX_REFERENCE_IMAGES}."
+            )
         images: list[InputImage] = []
         parents: list[Parent] = []
-        if not ids:
+        if not wanted:
             return images, parents
         async with self.deps.sessions() as session:
             rows = {
                 image.id: image
                 for image in (
-                    await session.execute(sa.select(Image).where(Image.id.in_(ids)))
+                    await session.execute(
+                        sa.select(Image).where(Image.id.in_([i for i, _ in wanted]))
+                    )
                 ).scalars()
             }
             versions = await lineage_db.current_versions(session, rows)
-        for image_id in ids:
+        for image_id, role in wanted:
+            what = "style image" if role == "style" else "input image"
             image = rows.get(image_id)
             if image is None:
-                raise StepFailed(f"Input image {image_id} no longer exists.")
+                raise StepFailed(f"{what.capitalize()} {image_id} no longer exists.")
             try:
                 data = await self.deps.store.get(image.storage_path)
             except StoredObjectMissing:
-                raise StepFailed(f"The file of input image {image_id} is missing.") from None
+                raise StepFailed(f"The file of {what} {image_id} is missing.") from None
             images.append(InputImage(data=data, mime_type=image.mime_type))
-            parents.append(Parent(image.id, versions[image.id], roles.get(image.id, "reference")))
+            parents.append(Parent(image.id, versions[image.id], role))
         return images, parents
 
     async def _llm(
@@ -388,6 +405,7 @@ class Runner:
                     "aspect_ratio": spec.config.aspect_ratio,
                     "image_size": spec.config.image_size,
                     "reference_count": len(spec.config.input_images),
+                    **self._provenance(),
                 },
                 job_id=self.job_id,
                 run_id=self.run_id,
@@ -399,6 +417,20 @@ class Runner:
                 recorded.remove(mine[0])
             raise
         self.deps.notify(self.run_id)
+
+    def _provenance(self) -> dict[str, Any]:
+        """What an image's metadata says it was made from besides its step: the image its run
+        of a batch was for, and the style source it was made in."""
+        found: dict[str, Any] = {}
+        if self.input_image_id is not None:
+            found["input_image_id"] = str(self.input_image_id)
+        if self.style is not None:
+            found["style"] = {
+                "series_id": self.style.series_id,
+                "title": self.style.title,
+                "image_ids": list(self.style.image_ids),
+            }
+        return found
 
 
 async def finish_run(

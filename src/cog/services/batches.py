@@ -28,6 +28,7 @@ from cog.errors import Conflict, Invalid, NotFound
 from cog.services import jobs as jobs_service
 from cog.services import runs as runs_service
 from cog.services import series as series_service
+from cog.services import style as style_service
 
 # The unknown ids a refusal names; the rest are counted.
 NAMED_UNKNOWN = 10
@@ -107,6 +108,8 @@ async def start(
         ids = await selection_of_series(session, series_id, include_subseries=include_subseries)
     else:
         ids = await check_selection(session, image_ids or [])
+    # One style snapshot for the whole batch: every image gets the same style references.
+    style = await style_service.snapshot(session, job)
     batch = await batches_db.create(session, job.id, len(ids))
     snapshot = jobs_service.dump_steps(specs)
     # The runs are ordered by (created_at, id) everywhere: a microsecond apart, they keep the
@@ -115,7 +118,13 @@ async def start(
     runs = []
     for place, image_id in enumerate(ids):
         run = await runs_db.create(
-            session, job, snapshot, batch_id=batch.id, input_image_id=image_id, flush=False
+            session,
+            job,
+            snapshot,
+            batch_id=batch.id,
+            input_image_id=image_id,
+            style=style,
+            flush=False,
         )
         run.created_at = first + dt.timedelta(microseconds=place)
         runs.append(run)

@@ -28,6 +28,7 @@ from cog.imaging import (
     thumbnail_from_bytes,
     verify_image,
 )
+from cog.providers.base import InputImage
 from cog.services import series as series_service
 from cog.services.image_commits import BeforeCommit, ImageCommits
 from cog.storage import ObjectStore, StoredObjectMissing
@@ -365,6 +366,22 @@ async def current_version_ids(
     found = {image.id: image.id for image in images if image.version == 1}
     changed = [image.id for image in images if image.version != 1]
     found.update(await lineage_db.current_versions(session, changed))
+    return found
+
+
+async def thumbnails_for_model(
+    session: AsyncSession, store: ObjectStore, images: Sequence[Image]
+) -> list[InputImage]:
+    """Thumbnails of what the images look like now, to show a text model their look at a
+    fraction of the tokens; an image whose thumbnail is missing is left out."""
+    current = await current_version_ids(session, images)
+    found: list[InputImage] = []
+    for image in images:
+        try:
+            thumb = await store.get(thumbnail_key(current[image.id]))
+        except StoredObjectMissing:
+            continue
+        found.append(InputImage(thumb, "image/webp"))
     return found
 
 

@@ -15,17 +15,19 @@ from cog.db.base import utcnow
 from cog.db.models import Image, Job, JobRun, JobStep
 from cog.db.pages import Page, check_limit
 from cog.domain import JobStatus
+from cog.engine.context import StyleSnapshot, load_series_context
 from cog.engine.drafting import draft_steps
 from cog.engine.steps import StepSpec, image_refs, parse_steps, validate_steps
 from cog.errors import Invalid, NotFound
-from cog.providers.base import InputImage, TextProvider
+from cog.providers.base import TextProvider
 from cog.services import images as images_service
 from cog.services import series as series_service
-from cog.storage import ObjectStore, StoredObjectMissing
-from cog.storage.keys import thumbnail_key
+from cog.services import style as style_service
+from cog.storage import ObjectStore
 
 UNSET: Any = series_service.UNSET
 DRAFT_IMAGES = 3
+DEFAULT_STYLE_IMAGES = 3
 
 
 async def require(session: AsyncSession, job_id: uuid.UUID) -> Job:
@@ -36,14 +38,33 @@ async def require(session: AsyncSession, job_id: uuid.UUID) -> Job:
 
 
 async def create(
-    session: AsyncSession, series_id: uuid.UUID, *, title: str, base_prompt: str
+    session: AsyncSession,
+    series_id: uuid.UUID,
+    *,
+    title: str,
+    base_prompt: str,
+    style_series_id: uuid.UUID | None = UNSET,
+    style_image_ids: Sequence[uuid.UUID] = UNSET,
+    style_image_count: int = UNSET,
 ) -> Job:
+    """A new job, with a style source when one is given (checked as `update` checks it)."""
     await series_service.require(session, series_id)
     job = Job(
         series_id=series_id,
         title=title.strip() or "Untitled job",
         base_prompt=base_prompt,
         status=JobStatus.draft,
+        style_series_id=None,
+        style_image_ids=[],
+        style_image_count=DEFAULT_STYLE_IMAGES,
+    )
+    await style_service.set_source(
+        session,
+        job,
+        [],
+        series_id=style_series_id,
+        image_ids=style_image_ids,
+        image_count=style_image_count,
     )
     session.add(job)
     await session.commit()
@@ -51,9 +72,28 @@ async def create(
 
 
 async def update(
-    session: AsyncSession, job_id: uuid.UUID, *, title: str = UNSET, base_prompt: str = UNSET
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    *,
+    title: str = UNSET,
+    base_prompt: str = UNSET,
+    style_series_id: uuid.UUID | None = UNSET,
+    style_image_ids: Sequence[uuid.UUID] = UNSET,
+    style_image_count: int = UNSET,
 ) -> Job:
+    """Change the fields given. The style source is checked whole, with the steps (their own
+    references and the style images must fit one request); a refused edit changes nothing."""
     job = await require(session, job_id)
+    if any(v is not UNSET for v in (style_series_id, style_image_ids, style_image_count)):
+        specs = [StepSpec.model_validate(step_dict(s)) for s in await steps(session, job_id)]
+        await style_service.set_source(
+            session,
+            job,
+            specs,
+            series_id=style_series_id,
+            image_ids=style_image_ids,
+            image_count=style_image_count,
+        )
     if title is not UNSET:
         job.title = title.strip()
     if base_prompt is not UNSET:
@@ -89,11 +129,15 @@ async def check_steps(session: AsyncSession, job: Job, raw: Sequence[Any]) -> li
     specs, _ = parse_steps(raw)
     refs = [ref for spec in specs if spec is not None for ref in image_refs(spec.config)]
     found = await _image_series(session, refs)
-    return validate_steps(
+    checked = validate_steps(
         raw,
         series_image_ids={i for i, s in found.items() if s == job.series_id},
         elsewhere_image_ids={i for i, s in found.items() if s != job.series_id},
     )
+    problems = style_service.reference_room_problems(checked, style_service.job_style_count(job))
+    if problems:
+        raise Invalid("The steps were not saved: " + "; ".join(problems) + ".", problems=problems)
+    return checked
 
 
 def dump_steps(specs: Sequence[StepSpec]) -> list[dict[str, Any]]:
@@ -146,15 +190,9 @@ async def draft(
         .order_by(Image.created_at.desc())
         .limit(DRAFT_IMAGES)
     )
-    shown = list(recent.scalars())
-    current = await images_service.current_version_ids(session, shown)
-    images: list[InputImage] = []
-    for image in shown:
-        try:  # thumbnails of what the images look like now: the style, a fraction of the tokens
-            thumb = await store.get(thumbnail_key(current[image.id]))
-        except StoredObjectMissing:
-            continue
-        images.append(InputImage(thumb, "image/webp"))
+    images = await images_service.thumbnails_for_model(session, store, list(recent.scalars()))
+    context = await load_series_context(session, series)
+    style = StyleSnapshot.of(await style_service.snapshot(session, job))
     drafted, _result = await draft_steps(
         text,
         base_prompt=job.base_prompt,
@@ -162,6 +200,8 @@ async def draft(
         series_description=series.description,
         series_tags=list(series.tags),
         images=images,
+        inherited=context.ancestors,
+        style=style.context() if style is not None else None,
     )
     raw = [
         {

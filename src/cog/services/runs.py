@@ -16,6 +16,7 @@ from cog.domain import RunStatus
 from cog.engine.steps import StepSpec, uses_input
 from cog.errors import Conflict, Invalid, NotFound
 from cog.services import jobs as jobs_service
+from cog.services import style as style_service
 
 
 async def require(session: AsyncSession, run_id: uuid.UUID) -> JobRun:
@@ -36,7 +37,8 @@ async def start(session: AsyncSession, job_id: uuid.UUID, *, enqueue: bool = Fal
             "once for each image of a selection or a series (“Run for each image” on the job's "
             "page, `cog jobs batch`, or POST /api/jobs/{id}/batches)."
         )
-    run = await runs_db.create(session, job, jobs_service.dump_steps(specs))
+    style = await style_service.snapshot(session, job)
+    run = await runs_db.create(session, job, jobs_service.dump_steps(specs), style=style)
     if enqueue:
         await queue_db.enqueue(session, run.id)
     await session.commit()
@@ -69,6 +71,7 @@ def snapshot(run: JobRun, steps: list[StepRun]) -> dict[str, Any]:
         "job_id": str(run.job_id),
         "batch_id": str(run.batch_id) if run.batch_id else None,
         "input_image_id": str(run.input_image_id) if run.input_image_id else None,
+        "style": run.style,
         "status": run.status,
         "error": run.error,
         "base_prompt": run.base_prompt,

@@ -11,9 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.db import series as series_db
 from cog.db import versions as versions_db
+from cog.db.base import utcnow
 from cog.db.models import Series
 from cog.db.pages import Page, check_limit
-from cog.errors import Conflict, NotFound
+from cog.engine.style_profile import MAX_PROFILE_CHARS
+from cog.errors import Conflict, Invalid, NotFound
 from cog.storage import ObjectStore
 from cog.storage.keys import version_objects
 
@@ -61,6 +63,7 @@ async def create(
     description: str = "",
     tags: list[str] | None = None,
     parent_id: uuid.UUID | None = None,
+    inherit_context: bool = True,
 ) -> Series:
     if parent_id is not None:
         await series_db.lock_tree(session)  # the parent is not deleted while this goes in
@@ -70,6 +73,8 @@ async def create(
         description=description,
         tags=normalize_tags(tags or []),
         parent_id=parent_id,
+        inherit_context=inherit_context,
+        style_profile="",
     )
     session.add(series)
     await session.commit()
@@ -84,7 +89,11 @@ async def update(
     description: str = UNSET,
     tags: list[str] = UNSET,
     parent_id: uuid.UUID | None = UNSET,
+    inherit_context: bool = UNSET,
+    style_profile: str = UNSET,
 ) -> Series:
+    """Change the fields given. `style_profile` is the hand-written (or hand-edited) profile;
+    `cog.services.style.draft_profile` has the model write one."""
     if parent_id is not UNSET:
         await series_db.lock_tree(session)  # before the checks, so they see any other move
     series = await require(session, series_id)
@@ -101,6 +110,13 @@ async def update(
         series.description = description
     if tags is not UNSET:
         series.tags = normalize_tags(tags)
+    if inherit_context is not UNSET:
+        series.inherit_context = inherit_context
+    if style_profile is not UNSET and len(style_profile.strip()) > MAX_PROFILE_CHARS:
+        raise Invalid(f"A style profile is at most {MAX_PROFILE_CHARS:,} characters.")
+    if style_profile is not UNSET and style_profile.strip() != series.style_profile:
+        series.style_profile = style_profile.strip()
+        series.style_profile_updated_at = utcnow()
     await session.commit()
     return series
 

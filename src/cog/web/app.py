@@ -29,6 +29,7 @@ from cog.web.api import batches as batches_api
 from cog.web.api import exports as exports_api
 from cog.web.api import images as images_api
 from cog.web.api import jobs as jobs_api
+from cog.web.api import restyles as restyles_api
 from cog.web.api import search as search_api
 from cog.web.api import series as series_api
 from cog.web.api import versions as versions_api
@@ -128,6 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(versions_api.router)
     app.include_router(jobs_api.router)
     app.include_router(batches_api.router)
+    app.include_router(restyles_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(CrossSiteGuard)

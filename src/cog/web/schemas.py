@@ -20,7 +20,9 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from cog.db.models import Image, ImageVersion, Series
+from cog.domain import MAX_BATCH_IMAGES, MAX_REFERENCE_IMAGES
 from cog.engine.steps import StepSpec
+from cog.engine.style_profile import MAX_PROFILE_CHARS
 from cog.services.selection import Selection
 from cog.services.series import SeriesView
 
@@ -145,11 +147,27 @@ def json_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+InheritContext = Annotated[
+    bool,
+    Field(
+        description="Whether the job templates and drafts of the series see the descriptions "
+        "and tags of the series above it (`series.ancestors`, `series.context`). Off, it and "
+        "the series under it see nothing above it."
+    ),
+]
+StyleProfile = Annotated[
+    str,
+    StringConstraints(max_length=MAX_PROFILE_CHARS),
+    Field(description="The series' style profile, written by hand; an empty text clears it."),
+]
+
+
 class SeriesCreate(Input):
     title: Title
     description: Description = ""
     tags: Tags = []
     parent_id: uuid.UUID | None = None
+    inherit_context: InheritContext = True
 
 
 # A field of a PATCH body that may be left out but not sent as null: the document says so, and
@@ -164,6 +182,8 @@ class SeriesUpdate(Input):
     description: Description | NotNull = None
     tags: Tags | NotNull = None
     parent_id: uuid.UUID | None = None
+    inherit_context: InheritContext | NotNull = None
+    style_profile: StyleProfile | NotNull = None
 
 
 class SeriesRef(BaseModel):
@@ -181,6 +201,17 @@ class SeriesOut(BaseModel):
     child_count: int
     ancestors: list[SeriesRef] | None = Field(
         None, description="From the root down to the parent; given when one series is asked for."
+    )
+    inherit_context: bool = Field(
+        description="Whether it sees the context (descriptions, tags) of the series above it."
+    )
+    style_profile: str = Field(
+        description="A concise description of its style (palette, medium, lighting, "
+        "composition, mood); empty when it has none. Drafted by POST "
+        "/api/series/{id}/style-profile, edited with PATCH."
+    )
+    style_profile_updated_at: dt.datetime | None = Field(
+        description="When the style profile was last written (drafted or edited)."
     )
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -205,6 +236,9 @@ class SeriesOut(BaseModel):
             ancestors=None
             if ancestors is None
             else [SeriesRef(id=a.id, title=a.title) for a in ancestors],
+            inherit_context=series.inherit_context,
+            style_profile=series.style_profile,
+            style_profile_updated_at=series.style_profile_updated_at,
             created_at=series.created_at,
             updated_at=series.updated_at,
         )
@@ -390,7 +424,9 @@ class LinkOut(BaseModel):
     image_id: uuid.UUID
     version: int = Field(description="The version of that image.")
     own_version: int = Field(description="The version of this image the link belongs to.")
-    role: str = Field(description="`reference`, `input` or `edit` (edits and splits).")
+    role: str = Field(
+        description="`reference`, `input`, `style` (a style reference) or `edit` (edits, splits)."
+    )
     label: str
     thumbnail_url: str
     job_id: uuid.UUID | None
@@ -462,14 +498,49 @@ BasePrompt = Annotated[str, StringConstraints(max_length=20_000)]
 JobTitle = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 
 
+StyleSeriesId = Annotated[
+    uuid.UUID | None,
+    Field(
+        description="The style source: a series (any, the job's own too) whose profile is "
+        "`style.profile` in the templates and whose images go to every image step as style "
+        "references. null: none."
+    ),
+]
+StyleImageIds = Annotated[
+    list[uuid.UUID],
+    Field(
+        max_length=MAX_REFERENCE_IMAGES,
+        description="Images of the style series to send as style references; empty: a sample "
+        "of `style_image_count`.",
+    ),
+]
+StyleImageCount = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_REFERENCE_IMAGES,
+        description="How many images of the style series to sample when none are picked. With "
+        "a step's own references, at most 14 per image step.",
+    ),
+]
+
+
 class JobCreate(Input):
     title: JobTitle = ""
     base_prompt: BasePrompt
+    style_series_id: StyleSeriesId = None
+    style_image_ids: StyleImageIds | NotNull = None
+    style_image_count: StyleImageCount | NotNull = None
 
 
 class JobUpdate(Input):
+    """Only the fields sent change; `style_series_id: null` removes the style source."""
+
     title: JobTitle | NotNull = None
     base_prompt: BasePrompt | NotNull = None
+    style_series_id: StyleSeriesId = None
+    style_image_ids: StyleImageIds | NotNull = None
+    style_image_count: StyleImageCount | NotNull = None
 
 
 def _inline_refs(schema: Any, defs: dict[str, Any]) -> Any:
@@ -540,6 +611,9 @@ class JobOut(BaseModel):
     title: str
     base_prompt: str
     status: str
+    style_series_id: uuid.UUID | None = Field(description="The style source, if any.")
+    style_image_ids: list[uuid.UUID] = Field(description="Style images picked; empty: a sample.")
+    style_image_count: int = Field(description="Style images sampled when none are picked.")
     steps: list[StepOut]
     last_run: RunSummary | None
     created_at: dt.datetime
@@ -577,12 +651,23 @@ class StepRunOut(BaseModel):
     finished_at: dt.datetime | None
 
 
+class RunStyleOut(BaseModel):
+    series_id: uuid.UUID
+    title: str
+    tags: list[str]
+    profile: str
+    image_ids: list[uuid.UUID] = Field(description="The style images sent with image steps.")
+
+
 class RunOut(BaseModel):
     id: uuid.UUID
     job_id: uuid.UUID
     batch_id: uuid.UUID | None = Field(None, description="The batch the run is part of, if any.")
     input_image_id: uuid.UUID | None = Field(
         None, description="In a batch: the image the run is for (`input` in its templates)."
+    )
+    style: RunStyleOut | None = Field(
+        None, description="The style source as the run used it; null when it had none."
     )
     status: str
     error: str | None
@@ -645,3 +730,22 @@ class BatchDetail(BatchOut):
 class BatchList(BaseModel):
     items: list[BatchOut]
     next_cursor: str | None
+
+
+# --- restyles -----------------------------------------------------------------------------------
+
+
+class RestyleCreate(Input):
+    """Re-render images in the style of another series: `image_ids` (any images, at most
+    1,000), or the images of `series_id` (with its sub-series' when `include_subseries`)."""
+
+    image_ids: Annotated[list[uuid.UUID], Field(max_length=MAX_BATCH_IMAGES)] | None = None
+    series_id: uuid.UUID | None = Field(None, description="Restyle every image of this series.")
+    include_subseries: bool = False
+    style_series_id: uuid.UUID = Field(description="The series whose style the images take.")
+    target_series_id: uuid.UUID = Field(description="The series the restyled images go to.")
+    prompt: Annotated[str, StringConstraints(max_length=2_000)] = Field(
+        "", description="Words added to the prompt of every image (optional)."
+    )
+    style_image_ids: StyleImageIds = []
+    style_image_count: StyleImageCount = 3

@@ -44,6 +44,9 @@ async def job_out(session: AsyncSession, job: Job) -> JobOut:
         title=job.title,
         base_prompt=job.base_prompt,
         status=job.status,
+        style_series_id=job.style_series_id,
+        style_image_ids=[uuid.UUID(i) for i in job.style_image_ids],
+        style_image_count=job.style_image_count,
         steps=[
             StepOut(
                 id=s.id,
@@ -86,8 +89,19 @@ async def list_jobs(
     responses=error_responses(400),
 )
 async def create_job(series_id: uuid.UUID, body: JobCreate, session: SessionDep) -> JobOut:
+    """A new job. A style source (`style_series_id`, with `style_image_ids` or
+    `style_image_count`) may come with it; a series or image that does not exist, or images
+    of another series, are a 422."""
+    style = {
+        field: getattr(body, field)
+        for field in ("style_series_id", "style_image_ids", "style_image_count")
+        if field in body.model_fields_set
+    }
+    for field, value in style.items():
+        if value is None and field != "style_series_id":
+            raise Invalid(f"`{field}` cannot be null.")
     job = await jobs_service.create(
-        session, series_id, title=body.title, base_prompt=body.base_prompt
+        session, series_id, title=body.title, base_prompt=body.base_prompt, **style
     )
     return await job_out(session, job)
 
@@ -99,9 +113,12 @@ async def get_job(job_id: uuid.UUID, session: SessionDep) -> JobOut:
 
 @router.patch("/jobs/{job_id}", response_model=JobOut, responses=error_responses(400))
 async def update_job(job_id: uuid.UUID, body: JobUpdate, session: SessionDep) -> JobOut:
+    """Change the fields sent. `style_series_id` sets the style source (null: none; choosing
+    another series drops the images picked from the one before unless `style_image_ids` come
+    too). The style images and a step's own references must fit one request (14)."""
     changes = {field: getattr(body, field) for field in body.model_fields_set}
     for field, value in changes.items():
-        if value is None:
+        if value is None and field != "style_series_id":
             raise Invalid(f"`{field}` cannot be null.")
     return await job_out(session, await jobs_service.update(session, job_id, **changes))
 

@@ -9,13 +9,15 @@ from fastapi import APIRouter, Query, Response, status
 
 from cog.errors import Invalid
 from cog.services import series as series_service
-from cog.web.deps import SessionDep, StoreDep
+from cog.services import style as style_service
+from cog.web.deps import SessionDep, StateDep, StoreDep
 from cog.web.schemas import (
     SearchText,
     SeriesCreate,
     SeriesList,
     SeriesOut,
     SeriesUpdate,
+    error_response,
     error_responses,
 )
 
@@ -65,6 +67,7 @@ async def create_series(body: SeriesCreate, session: SessionDep) -> SeriesOut:
         description=body.description,
         tags=body.tags,
         parent_id=body.parent_id,
+        inherit_context=body.inherit_context,
     )
     return SeriesOut.of_view(await series_service.view(session, created.id))
 
@@ -76,12 +79,30 @@ async def get_series(series_id: uuid.UUID, session: SessionDep) -> SeriesOut:
 
 @router.patch("/{series_id}", response_model=SeriesOut, responses=error_responses(400, 409))
 async def update_series(series_id: uuid.UUID, body: SeriesUpdate, session: SessionDep) -> SeriesOut:
+    """Change the fields sent. `style_profile` sets the style profile by hand (an empty text
+    clears it); `inherit_context` turns inheriting the context of the series above on or off."""
     sent = body.model_fields_set
-    for field in ("title", "description", "tags"):
+    for field in ("title", "description", "tags", "inherit_context", "style_profile"):
         if field in sent and getattr(body, field) is None:
             raise Invalid(f"`{field}` cannot be null.")
     changes = {field: getattr(body, field) for field in sent}
     await series_service.update(session, series_id, **changes)
+    return SeriesOut.of_view(await series_service.view(session, series_id))
+
+
+@router.post(
+    "/{series_id}/style-profile",
+    response_model=SeriesOut,
+    responses=error_response(502, "The text model failed or refused; the profile is unchanged."),
+)
+async def draft_style_profile(
+    series_id: uuid.UUID, session: SessionDep, store: StoreDep, state: StateDep
+) -> SeriesOut:
+    """The text model looks at a sample of the series' images with its title, description and
+    tags, and writes its style profile (palette, medium, lighting, composition, mood), which is
+    saved, replacing the one before. A series with no images gets a profile from its title,
+    description and tags alone. Edit it by hand with PATCH (`style_profile`)."""
+    await style_service.draft_profile(session, store, state.text_provider, series_id)
     return SeriesOut.of_view(await series_service.view(session, series_id))
 
 

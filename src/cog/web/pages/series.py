@@ -298,6 +298,7 @@ async def series_edit_form(
         "title": series.title,
         "description": series.description,
         "tags": ", ".join(series.tags),
+        "inherit_context": series.inherit_context,
     }
     return render(request, "series/_header_form.html", series=series, form=form, errors={})
 
@@ -310,9 +311,11 @@ async def series_save(
     title: Annotated[str, Form()] = "",
     description: Annotated[str, Form()] = "",
     tags: Annotated[str, Form()] = "",
+    inherit_context: Annotated[str, Form()] = "",
 ) -> Response:
     series = await series_service.require(session, series_id)
-    form = {"title": title, "description": description, "tags": tags}
+    inherit = inherit_context == "on"  # the form always shows the box; unticked, it is not sent
+    form = {"title": title, "description": description, "tags": tags, "inherit_context": inherit}
     try:
         body = SeriesCreate.model_validate(
             {
@@ -331,7 +334,12 @@ async def series_save(
             errors=form_errors(exc),
         )
     await series_service.update(
-        session, series_id, title=body.title, description=body.description, tags=body.tags
+        session,
+        series_id,
+        title=body.title,
+        description=body.description,
+        tags=body.tags,
+        inherit_context=inherit,
     )
     view = await series_service.view(session, series_id)
     return toast(render(request, "series/_header.html", view=view, series=view.series), "Saved.")

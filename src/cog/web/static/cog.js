@@ -412,7 +412,9 @@
       submit.setAttribute("aria-busy", "true");
       submit.disabled = true;
       let ok;
-      if (action === "move") {
+      if (action === "restyle") {
+        ok = await restyle(form);
+      } else if (action === "move") {
         const select = $("select[name=series_id]", form);
         const where = select.selectedOptions[0]?.textContent.trim() || "the series";
         ok = await send({ action, series_id: select.value }, (a) => `Moved ${images(a.count)} to “${where}”.`);
@@ -431,6 +433,44 @@
       submit.disabled = false;
       if (!ok) form.closest("dialog")?.close();
     });
+
+    // A restyle is a batch of the restyle job; its page shows the batch's progress.
+    async function restyle(form) {
+      const field = (name) => $(`[name=${name}]`, form).value;
+      const chosenImages = everything
+        ? tag
+          ? null
+          : { series_id: seriesId }
+        : { image_ids: Array.from(picked) };
+      if (!chosenImages) {
+        toast("A restyle takes the images themselves or a whole series: select the images.", true);
+        return false;
+      }
+      let response;
+      try {
+        response = await fetch("/api/restyles", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", Accept: "application/json" },
+          body: JSON.stringify({
+            ...chosenImages,
+            style_series_id: field("style_series_id"),
+            target_series_id: field("target_series_id"),
+            style_image_count: Number(field("style_image_count") || 0),
+            prompt: field("prompt"),
+          }),
+        });
+      } catch (_) {
+        toast("Cog could not be reached; nothing was started.", true);
+        return false;
+      }
+      const answer = await response.json().catch(() => null);
+      if (!response.ok) {
+        toast(typeof answer?.detail === "string" ? answer.detail : `Refused (${response.status}).`, true);
+        return false;
+      }
+      window.location.assign(`/cog/jobs/${encodeURIComponent(answer.job_id)}#batch-${answer.id}`);
+      return true;
+    }
 
     $("[data-batch=delete]", bar).addEventListener("click", async () => {
       const n = chosen();
