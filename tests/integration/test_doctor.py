@@ -31,6 +31,7 @@ from cog.services import runs as runs_service
 from cog.services import series as series_service
 from cog.services import versions as versions_service
 from cog.services.doctor import Kind, Options, Outcome, Report
+from cog.services.image_commits import ImageCommits
 from cog.storage import StoredObjectMissing
 from cog.storage.keys import thumbnail_key
 from tests.conftest import make_settings, pg_url
@@ -130,18 +131,17 @@ async def run_row(cog: Runtime, run_id: uuid.UUID) -> JobRun:
 
 async def test_a_healthy_store_has_no_problem(cog: Runtime) -> None:
     images = await add_images(cog, (64, 48), (40, 30))
-    async with cog.sessions() as session:
-        generated = await images_service.store_generated(
-            session,
-            cog.store,
-            cog.settings,
-            series_id=images[0].series_id,
-            data=image_bytes(32, 32),
-            prompt="a fox",
-            model="preview",
-            provider="preview",
-            metadata={},
-        )
+    generated = await images_service.store_generated(
+        cog.store,
+        cog.settings,
+        ImageCommits(cog.sessions, cog.store),
+        series_id=images[0].series_id,
+        data=image_bytes(32, 32),
+        prompt="a fox",
+        model="preview",
+        provider="preview",
+        metadata={},
+    )
     await add_run(cog, heartbeat_ago_s=1)  # an executor looks after it
 
     report = await check(cog)
