@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,8 @@ from cog.web.api import versions as versions_api
 from cog.web.pages.errors import error_page, htmx_error_headers
 from cog.web.schemas import error_responses
 from cog.web.security import CrossSiteGuard, SecurityHeaders, TokenGuard
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -96,6 +99,21 @@ def create_app(settings: Settings) -> FastAPI:
             headers={"Retry-After": "2", **htmx_error_headers(request, detail)},
         )
 
+    async def conflict(request: Request, exc: Exception) -> Response:
+        # Checks run before writes; a constraint only fails when another request changed the
+        # same rows in between (a series deleted while an image was being added to it).
+        log.info("a write lost a race: %s", exc)
+        detail = (
+            "This conflicts with a change made at the same moment (something it refers to was "
+            "deleted or changed); nothing was saved. Reload and try again."
+        )
+        if page := error_page(request, 409, detail):
+            return page
+        return JSONResponse(
+            {"detail": detail}, status_code=409, headers=htmx_error_headers(request, detail)
+        )
+
+    app.add_exception_handler(sa.exc.IntegrityError, conflict)
     app.add_exception_handler(sa.exc.DBAPIError, database_away)
     app.add_exception_handler(OSError, database_away)
 
