@@ -97,7 +97,7 @@ async def check_steps(session: AsyncSession, job: Job, raw: Sequence[Any]) -> li
 
 
 def dump_steps(specs: Sequence[StepSpec]) -> list[dict[str, Any]]:
-    return [spec.model_dump(mode="json") for spec in specs]
+    return [spec.model_dump(mode="json", by_alias=True) for spec in specs]
 
 
 async def replace_steps(session: AsyncSession, job_id: uuid.UUID, raw: Sequence[Any]) -> Job:
@@ -128,8 +128,14 @@ async def update_step(session: AsyncSession, job_id: uuid.UUID, position: int, r
 
 
 def step_dict(row: JobStep) -> dict[str, Any]:
-    """A saved step as a person writes it (`{"kind", "prompt", "model", "config"}`)."""
-    return {"kind": row.kind, "prompt": row.prompt, "model": row.model, "config": row.config}
+    """A saved step as a person writes it (`{"kind", "prompt", "model", "config"}`, with `when`
+    and `for_each` when it has them)."""
+    step = {"kind": row.kind, "prompt": row.prompt, "model": row.model, "config": row.config}
+    if row.condition is not None:
+        step["when"] = row.condition
+    if row.for_each is not None:
+        step["for_each"] = row.for_each
+    return step
 
 
 async def draft(

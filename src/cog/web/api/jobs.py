@@ -52,6 +52,8 @@ async def job_out(session: AsyncSession, job: Job) -> JobOut:
                 prompt=s.prompt,
                 model=s.model,
                 config=s.config,
+                when=s.condition,
+                for_each=s.for_each,
             )
             for s in steps
         ],
