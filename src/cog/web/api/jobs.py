@@ -192,7 +192,8 @@ async def run_events(
     run_id: Annotated[uuid.UUID, Depends(existing_run)], state: StateDep
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events: `snapshot` first, then `run_started`, `step_started`,
-    `image_stored`, `step_finished` and `run_finished`; the stream closes when the run ends."""
+    `image_stored`, `iteration_finished` (a turn of a `for_each` loop), `step_finished` and
+    `run_finished`; the stream closes when the run ends."""
 
     async def read() -> dict[str, Any] | None:
         # A session per read: the stream may last minutes and must not hold a connection.
