@@ -499,3 +499,29 @@ async def test_events_announce_iterations_and_skips(
     final = json.loads(body.split("event: run_finished\ndata: ")[1].split("\n")[0])
     assert final["steps"][2]["status"] == "skipped"
     assert len(final["steps"][1]["iterations"]) == 3
+
+
+async def test_drafting_knows_loops_and_uses_one_for_variations(
+    gemini_client: httpx.AsyncClient, gemini: Any
+) -> None:
+    series = await make_series(gemini_client, "Bicycles")
+    job = await make_job(
+        gemini_client, series["id"], base_prompt="four variations of a red bicycle in the rain"
+    )
+    drafted = await gemini_client.post(f"/api/jobs/{job['id']}/draft")
+    assert drafted.status_code == 200, drafted.text
+    listing, images = drafted.json()["steps"]
+    schema = listing["config"]["schema"]
+    assert schema["properties"]["variations"]["minItems"] == 4
+    assert images["for_each"] == "steps[0].json.variations"
+    assert images["prompt"] == "{{ item.prompt }}"
+    (request,) = gemini.requests
+    assert request.system is not None
+    assert "for_each" in request.system and "steps[0].json" in request.system
+    fields = request.generation_config["responseSchema"]["properties"]["steps"]["items"]
+    assert {"when", "for_each"} <= set(fields["properties"])
+
+    run = await run_job(gemini_client, job["id"])
+    assert run["status"] == "succeeded", run
+    assert len(run["steps"][1]["iterations"]) == 4
+    assert len(run["steps"][1]["image_ids"]) == 4

@@ -15,7 +15,7 @@ from cog.db.base import utcnow
 from cog.db.models import Image, Job, JobRun, JobStep
 from cog.db.pages import Page, check_limit
 from cog.domain import JobStatus
-from cog.engine.drafting import draft_steps
+from cog.engine.drafting import DraftStep, draft_steps
 from cog.engine.steps import StepSpec, image_refs, parse_steps, validate_steps
 from cog.errors import Invalid, NotFound
 from cog.providers.base import InputImage, TextProvider
@@ -169,14 +169,7 @@ async def draft(
         series_tags=list(series.tags),
         images=images,
     )
-    raw = [
-        {
-            "kind": step.kind,
-            "prompt": step.prompt,
-            "config": step.config.model_dump(exclude_none=True, exclude_defaults=True),
-        }
-        for step in drafted.steps
-    ]
+    raw = [drafted_step(step) for step in drafted.steps]
     try:
         specs = await check_steps(session, job, raw)
     except Invalid as exc:
@@ -190,6 +183,21 @@ async def draft(
         job.title = drafted.title
     await session.commit()
     return job
+
+
+def drafted_step(step: DraftStep) -> dict[str, Any]:
+    """A drafted step as the steps are written: its schema, sent as JSON text, as an object
+    (text that is not JSON is left as it is, for the checks to name)."""
+    config = step.config.model_dump(exclude_none=True, exclude_defaults=True)
+    schema = config.pop("answer_schema", None)
+    if schema is not None:
+        config["schema"] = schema
+    raw: dict[str, Any] = {"kind": step.kind, "prompt": step.prompt, "config": config}
+    for key in ("when", "for_each"):
+        value = getattr(step, key)
+        if value is not None and value.strip():
+            raw[key] = value.strip()
+    return raw
 
 
 async def delete(session: AsyncSession, job_id: uuid.UUID) -> list[uuid.UUID]:
