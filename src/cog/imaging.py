@@ -172,7 +172,7 @@ def _open_and_check(
                 image.verify()  # must come straight after open; it leaves `image` unusable
                 fp.seek(0)
                 with Image.open(fp, formats=[fmt]) as again:
-                    sideways = _turned_sideways(again)
+                    sideways = _turned_sideways(again, decode=_may_hold_late_exif(again, fp))
                 thumbnail = None
             else:
                 sideways = _turned_sideways(image)
@@ -189,9 +189,30 @@ def _open_and_check(
     return VerifiedImage(info=info, thumbnail=thumbnail)
 
 
-def _turned_sideways(image: Image.Image) -> bool:
-    """Whether the EXIF orientation shows the picture a quarter turn from how it is stored."""
-    return image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+def _turned_sideways(image: Image.Image, *, decode: bool = True) -> bool:
+    """Whether the EXIF orientation shows the picture a quarter turn from how it is stored.
+
+    With `decode=False`, only what opening the file read is looked at (Pillow's PNG plugin
+    otherwise decodes every pixel to reach chunks that may follow them)."""
+    exif = image.getexif() if decode else Image.Image.getexif(image)
+    return exif.get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+
+
+# Where a PNG may keep EXIF: its own chunk, or ImageMagick's text profile (in any text chunk).
+_PNG_EXIF_MARKS = (b"eXIf", b"Raw profile type exif")
+
+
+def _may_hold_late_exif(image: Image.Image, fp: IO[bytes]) -> bool:
+    """Whether EXIF could sit in a PNG after its pixels, where opening the file does not reach.
+
+    A scan for the chunk's name and the profile's keyword: finding neither proves there is none
+    (a chance match inside compressed data only costs the full decode)."""
+    if image.format != "PNG" or "exif" in image.info:
+        return False
+    if isinstance(fp, io.BytesIO):
+        data = fp.getvalue()
+        return any(mark in data for mark in _PNG_EXIF_MARKS)
+    return True
 
 
 def _decode_to_thumbnail(image: Image.Image, px: int) -> bytes:

@@ -6,194 +6,42 @@ format). Screenshots of every page, at desktop and phone widths, go to `test-art
 from __future__ import annotations
 
 import base64
-import io
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from PIL import Image
-from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from tests.conftest import free_port
+from cog.testing.gemini_server import GeminiTestServer
+from tests.e2e.browser import (
+    CHROMIUM,
+    DESKTOP,
+    PHONE,
+    Cog,
+    Watch,
+    open_page,
+    png,
+    shoot,
+    start_cog,
+    upload_by_chooser,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SEP = "\u203a"  # the arrow between the titles of a trail
 EVIL = "<script>alert(1)</script> \"double\" 'single' Ёжик «в» тумане 霧"
 # Not a double quote: browsers send it in a multipart file name as %22 (the HTML spec's form
 # encoding), and the API records the name as it arrives.
 EVIL_FILE = "<img src=x onerror=alert(2)> «霧» 'q'.png"
 
+# Slow enough that a run is seen running, fast enough for the suite.
+GEMINI_LATENCY_S = 0.4
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
 ]
-
-
-# --- a real Cog and a real browser ----------------------------------------------------------------
-
-
-@dataclass
-class Cog:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    token: str | None = None
-    api: httpx.Client = field(init=False)
-
-    def __post_init__(self) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self.api = httpx.Client(base_url=self.url, timeout=20, headers=headers)
-
-    def stop(self) -> None:
-        self.api.close()
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def start_cog(folder: Path, **env: str) -> Cog:
-    """`cog serve` on a free loopback port, with its data under `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("COG_", "GOOGLE_", "GEMINI_"))
-    }
-    log = folder / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cog", "serve", "--port", str(port)],
-            env={**clean, "COG_DATA_DIR": str(folder / "data"), **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"cog serve exited: {log.read_text()}")
-        try:
-            if httpx.get(f"{url}/cog/login", timeout=1).status_code == 200:
-                return Cog(url, process, log, env.get("COG_API_TOKEN"))
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"cog serve did not start: {log.read_text()}")
-
-
-@pytest.fixture(scope="module")
-def gemini() -> Iterator[Any]:
-    from cog.testing.gemini_server import GeminiTestServer
-
-    # Slow enough that a run is seen running, fast enough for the suite.
-    with GeminiTestServer(latency_s=0.4) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def cog(tmp_path_factory: pytest.TempPathFactory, gemini: Any) -> Iterator[Cog]:
-    server = start_cog(
-        tmp_path_factory.mktemp("cog-gemini"),
-        COG_PROVIDER="gemini",
-        COG_GEMINI_BASE_URL=gemini.base_url,
-        GOOGLE_API_KEY="test",
-        COG_PROVIDER_RETRY_INITIAL_S="0.01",
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
-
-
-@dataclass
-class Watch:
-    """What a page said that a person would never want: script errors, CSP refusals, dialogs."""
-
-    problems: list[str] = field(default_factory=list)
-    dialogs: list[str] = field(default_factory=list)
-
-    def console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.problems.append(message.text)
-
-    def assert_clean(self, *expected: str) -> None:
-        """No problem but the `expected` ones (the start of their text), and no dialog."""
-        unexpected = sorted({p for p in self.problems if not p.startswith(expected)})
-        assert unexpected == [], "\n".join(unexpected)
-        assert self.dialogs == []
-
-    def dialog(self, dialog: Dialog) -> None:
-        self.dialogs.append(f"{dialog.type}: {dialog.message}")
-        dialog.dismiss()
-
-
-@pytest.fixture
-def watch() -> Watch:
-    return Watch()
-
-
-def open_page(
-    browser: Browser, watch: Watch, viewport: dict[str, int] = DESKTOP, scheme: str = "light"
-) -> Page:
-    context = browser.new_context(viewport=viewport, color_scheme=scheme)  # type: ignore[arg-type]
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    page.on("console", watch.console)
-    page.on("pageerror", lambda error: watch.problems.append(str(error)))
-    page.on("dialog", watch.dialog)
-    return page
-
-
-def shoot(page: Page, name: str) -> None:
-    """What a person first sees (`name.png`) and the whole page (`name-full.png`)."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.wait_for_load_state("networkidle")
-    # caret="initial": hiding the caret means injecting a <style>, which the CSP (rightly) refuses.
-    page.screenshot(path=ARTIFACTS / f"{name}.png", caret="initial")
-    page.screenshot(path=ARTIFACTS / f"{name}-full.png", full_page=True, caret="initial")
-
-
-def png(width: int, height: int, color: tuple[int, int, int], fmt: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def upload_by_chooser(page: Page, files: list[dict[str, Any]]) -> None:
-    with page.expect_file_chooser() as chooser:
-        page.get_by_role("button", name="Choose files…").click()
-    chooser.value.set_files(files)  # type: ignore[arg-type]
 
 
 SERIES_URL = re.compile(r"/cog/series/[0-9a-f-]{36}$")
@@ -437,7 +285,7 @@ def test_a_batch_started_from_the_job_page_runs_to_its_end(
 
 
 def test_the_tree_gallery_and_editing_tools(
-    browser: Browser, cog: Cog, gemini: Any, watch: Watch
+    browser: Browser, cog: Cog, browser_gemini: GeminiTestServer, watch: Watch
 ) -> None:
     api = cog.api
     archive = api.post("/api/series", json={"title": "Archive", "tags": ["old"]}).json()
@@ -578,7 +426,7 @@ def test_the_tree_gallery_and_editing_tools(
 
     # Without it, the run starts; a slow model gives time to cancel it.
     page.locator(f"#step-0 input[value='{image_id}']").uncheck()
-    gemini.latency_s = 5.0
+    browser_gemini.latency_s = 5.0
     try:
         page.locator("#run-button").click()
         run = page.locator(".run").first
@@ -587,7 +435,7 @@ def test_the_tree_gallery_and_editing_tools(
         expect(run.locator(".run-summary .badge")).to_have_text("cancelled", timeout=15_000)
         expect(run.locator(".run-step .badge")).to_have_text("cancelled")
     finally:
-        gemini.latency_s = 0.4
+        browser_gemini.latency_s = 0.4
     watch.assert_clean(
         # The refusal that was meant to happen (the step's missing image), and the thumbnail of
         # the deleted image, shown as an empty box.

@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from tests.e2e.test_browser import (
+from tests.e2e.browser import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     PHONE,
     Cog,
     Watch,
@@ -35,21 +34,6 @@ def cog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cog]:
     server = start_cog(Path(tmp_path_factory.mktemp("cog-search")))
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def watch() -> Watch:
-    return Watch()
 
 
 def test_search_from_the_header_then_narrow_it_and_go_back(

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from tests.e2e.test_browser import (
+from cog.testing.gemini_server import GeminiTestServer
+from tests.e2e.browser import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     DESKTOP,
     PHONE,
     Cog,
@@ -24,7 +22,6 @@ from tests.e2e.test_browser import (
     open_page,
     png,
     shoot,
-    start_cog,
 )
 
 pytestmark = [
@@ -32,48 +29,13 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
 ]
 
+# Slow enough that the edit's progress is seen, fast enough for the suite.
+GEMINI_LATENCY_S = 1.0
 IMAGE_URL = re.compile(r"/cog/images/([0-9a-f-]{36})(\?.*)?$")
 
 
-@pytest.fixture(scope="module")
-def gemini() -> Iterator[Any]:
-    from cog.testing.gemini_server import GeminiTestServer
-
-    # Slow enough that the edit's progress is seen, fast enough for the suite.
-    with GeminiTestServer(latency_s=1.0) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def cog(tmp_path_factory: pytest.TempPathFactory, gemini: Any) -> Iterator[Cog]:
-    server = start_cog(
-        tmp_path_factory.mktemp("cog-versions"),
-        COG_PROVIDER="gemini",
-        COG_GEMINI_BASE_URL=gemini.base_url,
-        GOOGLE_API_KEY="test",
-        COG_PROVIDER_RETRY_INITIAL_S="0.01",
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def watch() -> Watch:
-    return Watch()
-
-
 def test_edit_restore_compare_split_and_replace(
-    browser: Browser, cog: Cog, gemini: Any, watch: Watch, tmp_path: Path
+    browser: Browser, cog: Cog, browser_gemini: GeminiTestServer, watch: Watch, tmp_path: Path
 ) -> None:
     api = cog.api
     series = api.post("/api/series", json={"title": "Harbour"}).json()
@@ -88,8 +50,8 @@ def test_edit_restore_compare_split_and_replace(
 
     # Edit by a prompt: the button is disabled and the progress shown while the model works,
     # then the page shows version 2.
-    gemini.reset()
-    gemini.latency_s = 1.0
+    browser_gemini.reset()
+    browser_gemini.latency_s = 1.0
     page.locator("#edit-prompt").fill("make the sky stormy")
     button = page.locator("#edit-form button[type=submit]")
     button.click()
@@ -106,14 +68,14 @@ def test_edit_restore_compare_split_and_replace(
     expect(page.locator(".stage-full")).to_have_attribute("src", re.compile(r"/versions/2/file$"))
     expect(page.locator(".stage-full")).to_have_js_property("complete", True)
     # The model got the image and the words.
-    (call,) = gemini.requests
+    (call,) = browser_gemini.requests
     assert call.prompt == "make the sky stormy"
     assert [i.data for i in call.images] == [original]
     shoot(page, "versions-after-edit-desktop")
 
     # A refused edit comes back in the form, prompt kept, and changes nothing.
-    gemini.latency_s = 0.0
-    gemini.block_next("IMAGE_SAFETY", where="finish", kind="image")
+    browser_gemini.latency_s = 0.0
+    browser_gemini.block_next("IMAGE_SAFETY", where="finish", kind="image")
     page.locator("#edit-prompt").fill("something the model refuses")
     page.locator("#edit-form button[type=submit]").click()
     expect(page.locator("#edit-error")).to_contain_text("refused the prompt for safety reasons")

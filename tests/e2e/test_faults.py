@@ -15,15 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from cog.testing.tcp_proxy import TcpProxy
-from tests.e2e.test_recovery import (
+from tests.e2e.processes import (
     Server,
     assert_each_image_once,
-    base_env,
-    database_url,
-    gemini_url,
     ok,
     series_images,
-    serve,
     start_run,
     three_image_steps,
     wait_for_end,
@@ -32,7 +28,6 @@ from tests.factories import noisy_png, padded_png
 
 pytestmark = pytest.mark.slow
 
-__all__ = ["base_env", "database_url", "gemini_url", "serve"]  # fixtures, used by name
 
 OUTAGE_S = 4.0
 
@@ -43,14 +38,14 @@ def poll(http: httpx.Client, path: str) -> tuple[int, Any]:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("server_database_url", ["postgres"], indirect=True)
 def test_a_run_outlives_the_database_going_away_for_a_few_seconds(
-    serve: Callable[..., Server], database_url: str
+    serve: Callable[..., Server], server_database_url: str
 ) -> None:
     """`cog serve` (running the run itself) reaches PostgreSQL through a proxy that the test
     takes away for OUTAGE_S in the middle of a run. Meanwhile the API says why it cannot answer;
     afterwards the run carries on from its last finished step and succeeds."""
-    target = sa.make_url(database_url)
+    target = sa.make_url(server_database_url)
     with TcpProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
         through_proxy = target.set(port=proxy.port).render_as_string(hide_password=False)
         server = serve(COG_DATABASE_URL=through_proxy)
@@ -83,7 +78,7 @@ def test_a_run_outlives_the_database_going_away_for_a_few_seconds(
             assert [s["status"] for s in run["steps"]] == ["succeeded"] * 3
             assert run["steps"][0]["image_ids"] == before["steps"][0]["image_ids"]
             assert run["steps"][0]["finished_at"] == before["steps"][0]["finished_at"]
-            assert_each_image_once(http, database_url, series_id, run, count=2)
+            assert_each_image_once(http, server_database_url, series_id, run, count=2)
             assert len(series_images(http, series_id)) == 6
             ok(http.get("/api/series"))
     assert "lost the database" in server.output(), server.output()
@@ -101,7 +96,7 @@ def files_under(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("server_database_url", ["sqlite"], indirect=True)
 def test_killed_in_the_middle_of_uploads_leaves_no_half_file(
     serve: Callable[..., Server], tmp_path: Path
 ) -> None:

@@ -27,17 +27,15 @@ from cog.db.models import JobRun
 from cog.db.session import make_engine
 from cog.testing.tcp_proxy import TcpProxy
 from tests.conftest import free_port, pg_url
-from tests.e2e.test_recovery import (
+from tests.e2e.processes import (
     STALE_AFTER_S,
     Proc,
     Server,
-    _stop,
     assert_each_image_once,
-    base_env,
-    gemini_url,
     ok,
     series_images,
     start_run,
+    stop_process,
     three_image_steps,
     wait_for_end,
     wait_until,
@@ -46,7 +44,6 @@ from tests.factories import image_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-__all__ = ["base_env", "gemini_url"]  # fixtures, used by name
 
 # A killed worker's run goes stale after STALE_AFTER_S, is found on the next upkeep tick (1 s)
 # and taken by the next job fetch; a few calls of LATENCY_MS then finish it.
@@ -132,7 +129,7 @@ def serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
             time.sleep(0.05)
         yield server
     finally:
-        _stop(server)
+        stop_process(server)
     assert "Traceback" not in server.output(), server.output()
 
 
@@ -166,7 +163,7 @@ def workers(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[..., Worke
         yield start
     finally:
         for worker in started:
-            _stop(worker)
+            stop_process(worker)
 
 
 def claimed_by(database_url: str, run_id: str) -> str | None:
@@ -329,7 +326,7 @@ def test_a_worker_carries_on_after_the_database_went_away_for_a_few_seconds(
             assert run["status"] == "succeeded", run
             assert len(series_images(http, series_id)) == 3
         assert worker.proc.poll() is None, worker.output()
-        _stop(worker)  # while the database is there, so it stops at once
+        stop_process(worker)  # while the database is there, so it stops at once
     assert later in worker.claimed(), worker.output()
     assert proxy.connections > 2  # it reconnected after the outage
     # The lost database is not taken for a fault of the run. (procrastinate itself may log

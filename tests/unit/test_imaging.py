@@ -333,3 +333,35 @@ def test_a_damaged_png_from_a_model_is_refused_by_its_checksums() -> None:
     data[idat + 8] ^= 0xFF  # one flipped byte inside the compressed pixels
     with pytest.raises(Invalid, match="damaged"):
         verify_image(io.BytesIO(bytes(data)), max_bytes=10**7, max_pixels=10**7, thumbnail_px=None)
+
+
+def _png_with_orientation(orientation: int, *, after_pixels: bool) -> bytes:
+    """A 300x200 PNG with an EXIF orientation, its eXIf chunk before or after the pixels."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(out, format="PNG", exif=exif.tobytes())
+    data = out.getvalue()
+    start = data.index(b"eXIf") - 4
+    length = int.from_bytes(data[start : start + 4], "big")
+    chunk = data[start : start + 12 + length]
+    assert start < data.index(b"IDAT")  # Pillow writes it first
+    if not after_pixels:
+        return data
+    rest = data[:start] + data[start + len(chunk) :]
+    end = rest.index(b"IEND") - 4
+    return rest[:end] + chunk + rest[end:]
+
+
+@pytest.mark.parametrize("after_pixels", [False, True])
+def test_an_image_a_model_made_turned_by_exif_is_measured_as_shown(after_pixels: bool) -> None:
+    """Without decoding the pixels, the EXIF orientation is still found, wherever the chunk is."""
+    data = _png_with_orientation(6, after_pixels=after_pixels)
+    assert (data.index(b"eXIf") > data.index(b"IDAT")) is after_pixels
+    verified = verify_image(io.BytesIO(data), max_bytes=10**7, max_pixels=10**7, thumbnail_px=None)
+    assert (verified.info.width, verified.info.height) == (200, 300)
+    upright = _png_with_orientation(1, after_pixels=after_pixels)
+    verified = verify_image(
+        io.BytesIO(upright), max_bytes=10**7, max_pixels=10**7, thumbnail_px=None
+    )
+    assert (verified.info.width, verified.info.height) == (300, 200)

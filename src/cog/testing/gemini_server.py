@@ -300,6 +300,7 @@ class GeminiTestServer:
     # -- HTTP ------------------------------------------------------------------------------
 
     async def _endpoint(self, request: Request) -> Response:
+        arrived = time.perf_counter()
         match = PATH.match(request.url.path)
         raw = await request.body()
         try:
@@ -335,11 +336,13 @@ class GeminiTestServer:
             return error_response(refusal, self.retry_delay_s)
         self._record(recorded)
         plan = self._plan(call.kind)
-        if plan.latency_s:
-            await asyncio.sleep(plan.latency_s)
-        if plan.failure is not None:
-            return error_response(Refusal(plan.failure), plan.retry_delay_s)
-        answer = build_answer(call, plan)
+        # The latency is the time from the request to the answer, as a remote model's is: the
+        # answer is made while it runs, so drawing the image does not add to it.
+        answer = build_answer(call, plan) if plan.failure is None else None
+        if (wait := plan.latency_s - (time.perf_counter() - arrived)) > 0:
+            await asyncio.sleep(wait)
+        if answer is None:
+            return error_response(Refusal(plan.failure or 500), plan.retry_delay_s)
         if recorded.action == "streamGenerateContent":
             return StreamingResponse(
                 sse_events(stream_chunks(answer, call)), media_type="text/event-stream"
