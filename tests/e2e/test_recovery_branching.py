@@ -55,9 +55,7 @@ def test_a_loop_cut_short_keeps_its_finished_items_and_makes_only_the_rest(
         before = wait_until(
             http,
             run_id,
-            lambda r: (
-                r["steps"][1]["status"] == "running" and len(r["steps"][1]["image_ids"]) == 2
-            ),
+            lambda r: r["steps"][1]["status"] == "running" and len(r["steps"][1]["image_ids"]) == 2,
             seconds=15,
         )
     first.kill()

@@ -89,7 +89,10 @@ def expression_problems(
         return [f"`{key}` nests too deeply to be read"]
     tree = _as_template(expr)
     problems = check_tree(tree, position, extra, what=label, count=len(specs))
-    problems += field_problems(tree, position, specs, item_schema=None)
+    try:
+        problems += field_problems(tree, position, specs, item_schema=None)
+    except RecursionError:
+        problems.append(f"{label} nests too deeply to be read")
     return [f"`{key}`: {p}" for p in problems]
 
 
@@ -266,18 +269,61 @@ def schema_problems(schema: Mapping[str, Any]) -> list[str]:
     """Problems with a step's JSON schema: valid JSON Schema, of a sensible size, self-contained."""
     if printed_size(schema, MAX_SCHEMA_CHARS) > MAX_SCHEMA_CHARS:
         return [f"`config.schema` is longer than {MAX_SCHEMA_CHARS:,} characters"]
+    dialect = schema.get("$schema")
+    if dialect is not None and dialect not in _DIALECTS:
+        return [
+            f"`config.schema` names a JSON Schema version Cog does not know ({dialect!r}); "
+            "leave `$schema` out"
+        ]
     try:
-        jsonschema.validators.validator_for(schema).check_schema(dict(schema))
+        _validator_class(schema).check_schema(dict(schema))
     except jsonschema.SchemaError as exc:
         where = ".".join(str(p) for p in exc.path)
         return [
             f"`config.schema` is not a valid JSON Schema"
             f"{f' (at `{where}`)' if where else ''}: {exc.message}"
         ]
+    except RecursionError:
+        return ["`config.schema` nests too deeply to be read"]
     for ref in _refs(schema):
         if not ref.startswith("#"):
             return [f"`config.schema` refers to {ref!r}; a schema must hold all it uses (`#/...`)"]
+        if not _points_to_something(schema, ref):
+            return [f"`config.schema` refers to {ref!r}, which is not in it"]
     return []
+
+
+# The JSON Schema versions jsonschema knows, by their `$schema` (with and without a final `#`).
+_DIALECTS = frozenset(
+    uri
+    for cls in (
+        jsonschema.Draft4Validator,
+        jsonschema.Draft6Validator,
+        jsonschema.Draft7Validator,
+        jsonschema.Draft201909Validator,
+        jsonschema.Draft202012Validator,
+    )
+    for uri in (cls.META_SCHEMA["$schema"], cls.META_SCHEMA["$schema"].rstrip("#"))
+)
+
+
+def _validator_class(schema: Mapping[str, Any]) -> Any:
+    if schema.get("$schema") not in _DIALECTS:  # unknown ones are refused when saved
+        return jsonschema.Draft202012Validator
+    return jsonschema.validators.validator_for(schema)
+
+
+def _points_to_something(schema: Mapping[str, Any], ref: str) -> bool:
+    target: Any = schema
+    for part in ref[2:].split("/") if ref.startswith("#/") else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, Mapping) and part in target:
+            target = target[part]
+        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+            target = target[int(part)]
+        else:
+            return False
+    return ref in ("#", "") or ref.startswith("#/")
 
 
 def _refs(value: Any) -> Iterable[str]:
@@ -319,10 +365,10 @@ def prompt_problems(spec: StepSpec, position: int, specs: Sequence[StepSpec | No
     there; the template itself is checked by `check_template`."""
     try:
         tree = environment().parse(spec.prompt)
+        item_schema, _ = loop_items_schema(spec, position, specs)
+        return field_problems(tree, position, specs, item_schema)
     except (TemplateSyntaxError, RecursionError):
         return []  # `check_template` says why
-    item_schema, _ = loop_items_schema(spec, position, specs)
-    return field_problems(tree, position, specs, item_schema)
 
 
 def template_extra(spec: StepSpec) -> tuple[str, ...]:
@@ -335,21 +381,21 @@ def template_extra(spec: StepSpec) -> tuple[str, ...]:
 
 def _step_reads(source: str, position: int, *, expression: bool) -> set[int]:
     """The earlier steps a template or expression reads by position (`steps[N]`, `previous`)."""
+    found: set[int] = set()
     try:
         tree = _as_template(parse_expression(source)) if expression else environment().parse(source)
+        for node in tree.find_all(nodes.Getitem):
+            if (
+                isinstance(node.node, nodes.Name)
+                and node.node.name == "steps"
+                and isinstance(node.arg, nodes.Const)
+                and isinstance(node.arg.value, int)
+            ):
+                found.add(node.arg.value)
+        if position > 0 and any(n.name == "previous" for n in tree.find_all(nodes.Name)):
+            found.add(position - 1)
     except (TemplateSyntaxError, RecursionError):
-        return set()
-    found: set[int] = set()
-    for node in tree.find_all(nodes.Getitem):
-        if (
-            isinstance(node.node, nodes.Name)
-            and node.node.name == "steps"
-            and isinstance(node.arg, nodes.Const)
-            and isinstance(node.arg.value, int)
-        ):
-            found.add(node.arg.value)
-    if position > 0 and any(n.name == "previous" for n in tree.find_all(nodes.Name)):
-        found.add(position - 1)
+        return set()  # a step that saved cannot be one of these; the render says what is wrong
     return {i for i in found if 0 <= i < position}
 
 
@@ -377,7 +423,6 @@ def _compiled(source: str) -> TemplateExpression:
 def evaluate(source: str, key: str, context: Mapping[str, Any]) -> Any:
     """The value of a step's `when` or `for_each`; `Invalid` saying why in plain words when it
     cannot be evaluated."""
-    label = _LABELS[key]
     try:
         expression = _compiled(source)
         with budget():
@@ -390,7 +435,7 @@ def evaluate(source: str, key: str, context: Mapping[str, Any]) -> Any:
     except RecursionError as exc:
         raise Invalid(f"`{key}` could not be evaluated: it nests too deeply.") from exc
     except SecurityError as exc:
-        raise Invalid(f"`{key}` tried something {label}s may not do: {exc}") from exc
+        raise Invalid(f"`{key}` tried something expressions may not do: {exc}") from exc
     except TemplateError as exc:
         raise Invalid(f"`{key}` could not be evaluated: {exc}") from exc
     except (TypeError, ValueError, LookupError, AttributeError, ArithmeticError) as exc:
@@ -459,8 +504,11 @@ def skip_reason(
 
 def check_answer(schema: Mapping[str, Any], value: Any) -> None:
     """`Invalid`, saying where and what, when a structured answer does not match its schema."""
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    try:
+        validator = _validator_class(schema)(schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    except Exception as exc:  # a schema that saved but cannot be applied (a run's old snapshot)
+        raise Invalid(f"The step's schema could not be applied to the answer: {exc}") from exc
     if error is None:
         return
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
