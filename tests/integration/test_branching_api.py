@@ -4,12 +4,14 @@ one), answers that do not match their schema, and every problem an edit can have
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import wait_for_run
 from tests.factories import make_series
 from tests.integration.test_jobs_api import make_job, put_steps, run_job
 
@@ -525,3 +527,37 @@ async def test_drafting_knows_loops_and_uses_one_for_variations(
     assert run["status"] == "succeeded", run
     assert len(run["steps"][1]["iterations"]) == 4
     assert len(run["steps"][1]["image_ids"]) == 4
+
+
+async def test_cancelling_a_loop_ends_its_unfinished_items_and_keeps_the_finished(
+    gemini_client: httpx.AsyncClient, gemini: Any, job: dict[str, Any]
+) -> None:
+    steps = [
+        scenes_step(),
+        {
+            "kind": "image",
+            "prompt": "{{ item.title }}",
+            "for_each": "steps[0].json.scenes",
+            "config": {"count": 2},
+        },
+    ]
+    assert (await put_steps(gemini_client, job["id"], steps)).status_code == 200
+    gemini.script_json([ANSWER])
+    gemini.latency_s = 0.4  # six image calls, four at a time: the loop takes two rounds
+    started = (await gemini_client.post(f"/api/jobs/{job['id']}/runs")).json()
+    while True:
+        run = (await gemini_client.get(f"/api/runs/{started['id']}")).json()
+        if run["steps"][1]["image_ids"]:
+            break
+        await asyncio.sleep(0.01)
+    cancelled = await gemini_client.post(f"/api/runs/{started['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    final = await wait_for_run(gemini_client, started["id"], seconds=5)
+    gemini.latency_s = 0.0
+    assert final["status"] == "cancelled"
+    loop = final["steps"][1]
+    assert loop["status"] == "cancelled"
+    statuses = {it["status"] for it in loop["iterations"]}
+    assert statuses <= {"succeeded", "cancelled"} and "cancelled" in statuses
+    kept = [i for it in loop["iterations"] for i in it["image_ids"]]
+    assert kept and loop["image_ids"] == kept
