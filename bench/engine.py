@@ -29,6 +29,11 @@ count N), warms up with two runs, then:
    `verify_image` (decode and thumbnail) takes for N of the server's images, one after another,
    is reported beside it.
 
+3. Fan-out: with L set, a second job of one llm step that lists M items (`--fanout-items`, 8;
+   a structured answer) and one image step with `for_each` over them, run `--repeats` times.
+   Its critical path is the llm call, then the M image calls in ceil(M / image_concurrency)
+   waves: the ideal is (1 + ceil(M / image_concurrency)) x L, and the ratio is wall / ideal.
+
 The last line printed is a JSON object with every figure.
 """
 
@@ -183,7 +188,11 @@ async def run_once(client: httpx.AsyncClient, job_id: str, poll_s: float) -> dic
         raise RuntimeError(f"run {run_id} {run['status']}: {run['error']}")
     steps = run["steps"]
     made = sum(len(s["image_ids"]) for s in steps)
-    expected = sum(s["config"]["count"] for s in steps)
+    expected = sum(
+        s["config"].get("count", 1) * (len(s["iterations"]) or 1)
+        for s in steps
+        if s["kind"] == "image"
+    )
     if made != expected:
         raise RuntimeError(f"run {run_id} made {made} images, expected {expected}")
     return {
@@ -212,6 +221,39 @@ async def run_many(
         "gap_ms": statistics.median(gaps) if gaps else 0.0,
         "tail_ms": statistics.median(r["tail_ms"] for r in runs),
     }
+
+
+async def make_fanout_job(client: httpx.AsyncClient, items: int) -> str:
+    """A job of one llm step listing `items` scenes (a structured answer; the fake server
+    answers with as many as the schema's minItems asks) and one image step over them."""
+    scenes = {
+        "type": "object",
+        "properties": {
+            "scenes": {
+                "type": "array",
+                "minItems": items,
+                "maxItems": items,
+                "items": {"type": "string"},
+            }
+        },
+        "required": ["scenes"],
+    }
+    steps = [
+        {"kind": "llm", "prompt": "List scenes of {{ base_prompt }}", "config": {"schema": scenes}},
+        {"kind": "image", "prompt": "{{ item }}", "for_each": "steps[0].json.scenes"},
+    ]
+    series = await client.post("/api/series", json={"title": "Engine bench, fan-out"})
+    series.raise_for_status()
+    job = await client.post(
+        f"/api/series/{series.json()['id']}/jobs",
+        json={"title": "Fan-out", "base_prompt": BASE_PROMPT},
+    )
+    job.raise_for_status()
+    job_id: str = job.json()["id"]
+    saved = await client.put(f"/api/jobs/{job_id}/steps", json={"steps": steps})
+    if saved.status_code != 200:
+        raise RuntimeError(f"the fan-out steps were refused: {saved.text}")
+    return job_id
 
 
 # --- the provider calls alone, and the image work alone -----------------------------------------
@@ -332,6 +374,16 @@ async def bench_database(
             )
             timed = await run_many(client, job_id, args.repeats, poll_s)
             bare_at_l, _ = await bare.measure(args.repeats)
+
+            fanout_job = await make_fanout_job(client, args.fanout_items)
+            server.set_latency(0.0)
+            await run_many(client, fanout_job, 1, poll_s)  # warm up
+            server.set_latency(latency_ms / 1000)
+            console.print(
+                f"{say} {args.repeats} fan-out runs at L = {latency_ms:g} ms: 1 llm step "
+                f"listing {args.fanout_items}, an image step over them …"
+            )
+            fanout = await run_many(client, fanout_job, args.repeats, poll_s)
             server.set_latency(0.0)
     finally:
         await bare.aclose()
@@ -340,7 +392,18 @@ async def bench_database(
     overhead = per_step_zero - bare_zero
     ratio = timed["wall_ms"] / ideal_ms if ideal_ms else float("nan")
     floor_ms = args.steps * bare_at_l
+    # The critical path of the fan-out job: the llm call, then the image calls in waves.
+    fanout_ideal = latency_ms * (1 + math.ceil(args.fanout_items / settings.image_concurrency))
+    fanout_ratio = fanout["wall_ms"] / fanout_ideal if fanout_ideal else float("nan")
     return {
+        "fanout_wall_ms": round(fanout["wall_ms"], 1),
+        "fanout_walls_ms": fanout["walls_ms"],
+        "fanout_ideal_ms": round(fanout_ideal, 1),
+        "fanout_ratio": round(fanout_ratio, 4),
+        "fanout_ratio_ok": fanout_ratio <= RATIO_TARGET,
+        "fanout_image_step_ms": round(fanout["step_ms"], 1),
+        "fanout_between_steps_ms": round(fanout["gap_ms"], 1),
+        "image_concurrency": settings.image_concurrency,
         "wall_ms": round(timed["wall_ms"], 1),
         "ideal_ms": round(ideal_ms, 1),
         "ratio": round(ratio, 4),
@@ -390,6 +453,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--image-size", choices=["1K", "2K", "4K"], default=None, help="default: the model's"
     )
     parser.add_argument(
+        "--fanout-items", type=int, default=8, help="items M the fan-out job goes over (1..32)"
+    )
+    parser.add_argument(
         "--poll-ms", type=float, default=100.0, help="how often a run is read (not timed)"
     )
     parser.add_argument(
@@ -406,6 +472,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.count <= 8:
         parser.error("--count is 1..8")
+    if not 1 <= args.fanout_items <= 32:
+        parser.error("--fanout-items is 1..32")
     if min(args.steps, args.repeats, args.overhead_repeats) < 1 or args.latency_ms < 0:
         parser.error("--steps and the repeats are at least 1, --latency-ms at least 0")
     return args
@@ -422,7 +490,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     table.add_column("figure")
     for label in results:
         table.add_column(label, justify="right")
-    rows = [
+    rows: list[tuple[str, str | None, str]] = [
         ("run wall time, median (ms)", "wall_ms", "{:.1f}"),
         ("ideal K x L (ms)", "ideal_ms", "{:.1f}"),
         (f"ratio (target <= {RATIO_TARGET})", "ratio", "{:.4f}"),
@@ -442,7 +510,19 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         ("  in CPU time of this process (ms)", "overhead_cpu_ms_per_step", "{:.2f}"),
         ("  verify + thumbnail of N images (ms)", "verify_ms_per_step", "{:.2f}"),
     ]
+    concurrency = next(iter(results.values()))["image_concurrency"]
+    rows += [
+        (f"fan-out: 1 llm step, M = {args.fanout_items} images over it", None, ""),
+        ("  run wall time, median (ms)", "fanout_wall_ms", "{:.1f}"),
+        (f"  ideal (1 + ceil(M / {concurrency})) x L (ms)", "fanout_ideal_ms", "{:.1f}"),
+        (f"  ratio (target <= {RATIO_TARGET})", "fanout_ratio", "{:.4f}"),
+        ("  the image step (ms)", "fanout_image_step_ms", "{:.1f}"),
+        ("  between the steps (ms)", "fanout_between_steps_ms", "{:.1f}"),
+    ]
     for title, key, fmt in rows:
+        if key is None:
+            table.add_row(title, *("" for _ in results))
+            continue
         table.add_row(title, *(fmt.format(r[key]) for r in results.values()))
     console.print(table)
     console.print(
@@ -488,12 +568,17 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             "repeats": args.repeats,
             "overhead_repeats": args.overhead_repeats,
             "image_size": args.image_size or "model default",
+            "fanout_items": args.fanout_items,
             "server": "in process" if args.server_in_process else "own process",
             "python": sys.version.split()[0],
             "cpus": os.cpu_count(),
             "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         },
-        "targets": {"ratio_max": RATIO_TARGET, "overhead_ms_per_step_max": OVERHEAD_TARGET_MS},
+        "targets": {
+            "ratio_max": RATIO_TARGET,
+            "fanout_ratio_max": RATIO_TARGET,
+            "overhead_ms_per_step_max": OVERHEAD_TARGET_MS,
+        },
         "definitions": {
             "wall_ms": "median over the repeats of the run's finished_at - started_at at L",
             "ideal_ms": "K x ceil(N / image_concurrency) x L",
@@ -510,6 +595,12 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "per batch of N bare calls; less sensitive to other load on the machine"
             ),
             "verify_ms_per_step": "N x median time of verify_image on one of the server's images",
+            "fanout_wall_ms": (
+                "median run wall time at L of a job of an llm step listing M items (a structured "
+                "answer) and an image step with for_each over them"
+            ),
+            "fanout_ideal_ms": "(1 + ceil(M / image_concurrency)) x L: its critical path",
+            "fanout_ratio": "fanout_wall_ms / fanout_ideal_ms",
         },
         **results,
     }

@@ -61,6 +61,8 @@ async def _job_dict(ctx: Context, job_id: uuid.UUID) -> dict[str, Any]:
                 "prompt": s.prompt,
                 "model": s.model,
                 "config": s.config,
+                "when": s.condition,
+                "for_each": s.for_each,
             }
             for s in steps
         ],
@@ -71,15 +73,27 @@ async def _job_dict(ctx: Context, job_id: uuid.UUID) -> dict[str, Any]:
 def _print_job(job: dict[str, Any]) -> None:
     out.print(f"[bold]{escape(job['title'])}[/bold]  {job['id']}  ({job['status']})")
     out.print(f"[dim]base prompt:[/dim] {escape(job['base_prompt'])}")
+    branching = any(s["when"] or s["for_each"] for s in job["steps"])
     table = Table("#", "kind", "prompt", "model", "config")
+    if branching:
+        table.add_column("when / for each")
     for s in job["steps"]:
-        table.add_row(
+        row = [
             str(s["position"]),
             s["kind"],
             escape(s["prompt"]),
             escape(s["model"] or "default"),
             escape(json.dumps(s["config"])) if s["config"] else "",
-        )
+        ]
+        if branching:
+            row.append(
+                "\n".join(
+                    escape(f"{label}: {s[key]}")
+                    for key, label in (("when", "when"), ("for_each", "for each"))
+                    if s[key]
+                )
+            )
+        table.add_row(*row)
     out.print(
         table if job["steps"] else "[dim]No steps yet: `cog jobs draft` or `cog jobs edit`.[/dim]"
     )
@@ -233,7 +247,10 @@ def jobs_edit(
         "# Steps of the job, in order. Each: kind (llm | image), prompt (a template: "
         "{{ base_prompt }}, {{ series.title }}, {{ steps[0].text }}, {{ previous.text }},\n"
         "# in a batch {{ input.prompt }}), model (null: the default), config (count, "
-        "aspect_ratio, image_size, temperature, input_images: ids, step:N or input).\n"
+        "aspect_ratio, image_size, temperature, input_images: ids, step:N or input;\n"
+        "# llm steps: schema, a JSON Schema for a structured answer, read as steps[N].json),\n"
+        "# and optionally when (an expression: the step is skipped when it is false) and "
+        "for_each\n# (an expression giving a list: the step runs once per item, as {{ item }}).\n"
     )
     text = (
         header
@@ -283,8 +300,13 @@ def _progress_table(view: dict[str, Any]) -> Table:
     for s in view["steps"]:
         st = STATUS_STYLE.get(s["status"], "")
         wanted = s["config"].get("count", 1) if s["kind"] == "image" else 0
+        if wanted and s["iterations"]:  # a loop: that many for each item
+            wanted *= len(s["iterations"])
         images = f"{len(s['image_ids'])}/{wanted}" if wanted else ""
-        output = s["error"] or (s["text"] or "").replace("\n", " ")
+        output = s["error"] or s["skip_reason"] or (s["text"] or "").replace("\n", " ")
+        if s["iterations"]:
+            done = sum(it["status"] == "succeeded" for it in s["iterations"])
+            output = f"{done}/{len(s['iterations'])} items. {output}"
         table.add_row(
             str(s["position"]), s["kind"], f"[{st}]{s['status']}[/{st}]", images, escape(output)
         )

@@ -37,6 +37,8 @@ async def replace_steps(
             prompt=spec["prompt"],
             model=spec.get("model"),
             config=spec.get("config", {}),
+            condition=spec.get("when"),
+            for_each=spec.get("for_each"),
         )
         for position, spec in enumerate(specs)
     ]

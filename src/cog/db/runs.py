@@ -296,3 +296,21 @@ async def active_for_job(session: AsyncSession, job_id: uuid.UUID) -> list[uuid.
         )
     )
     return list(rows.scalars())
+
+
+async def iteration_images(
+    session: AsyncSession, step_run_id: uuid.UUID
+) -> dict[int, list[uuid.UUID]]:
+    """The images of a step with a loop, by the iteration that made each (its metadata says)."""
+    run_of_step = sa.select(StepRun.run_id).where(StepRun.id == step_run_id).scalar_subquery()
+    rows = await session.execute(
+        sa.select(Image.id, Image.meta)
+        .where(Image.run_id == run_of_step, Image.step_id == step_run_id)
+        .order_by(Image.created_at)
+    )
+    found: dict[int, list[uuid.UUID]] = {}
+    for image_id, meta in rows:
+        iteration = (meta or {}).get("iteration")
+        if isinstance(iteration, int):
+            found.setdefault(iteration, []).append(image_id)
+    return found

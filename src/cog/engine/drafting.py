@@ -5,9 +5,10 @@ No database here: the service layer loads the series and saves the steps.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -33,12 +34,25 @@ class DraftStepConfig(BaseModel):
     temperature: float | None = Field(
         None, ge=0.0, le=2.0, description="llm steps: sampling temperature; null for default."
     )
+    answer_schema: str | None = Field(
+        None,
+        description="llm steps: a JSON Schema, as JSON text, when later steps need fields of "
+        "the answer (a list to go over, a yes/no to decide on); null for a text answer.",
+    )
 
 
 class DraftStep(BaseModel):
     kind: StepKind = Field(description="llm: text out; image: one image per call.")
     prompt: str = Field(min_length=1, description="A Jinja template; see the instructions.")
     config: DraftStepConfig = Field(default_factory=DraftStepConfig)
+    when: str | None = Field(
+        None, description="An expression; the step runs only when it is true. Null: always."
+    )
+    for_each: str | None = Field(
+        None,
+        description="An expression giving a list of an earlier structured answer; the step runs "
+        "once per item, the item as {{ item }}. Null: once.",
+    )
 
 
 class DraftedJob(BaseModel):
@@ -75,6 +89,24 @@ images come with the image steps by themselves.
 {{ steps[1].text }} for step 1, and so on. Only earlier steps have answers.
 - {{ previous.text }}: the text of the step just before this one.
 Write variables exactly like that, in double braces; no other template syntax is needed.
+
+Structured answers, conditions and loops (use them only where the base prompt calls for them):
+- An llm step may answer in JSON: set config.answer_schema to a JSON Schema (as JSON text). Later \
+steps read its fields as {{ steps[0].json.scenes }}, {{ steps[0].json.needs_detail }}.
+- A step may have "when": an expression over earlier outputs, without braces, e.g. \
+steps[0].json.needs_detail or "night" in steps[0].text | lower. When it is false the step is \
+skipped (and so are the steps that use its output).
+- A step may have "for_each": an expression giving a list of an earlier structured answer, \
+without braces, e.g. steps[0].json.variations. The step runs once per item, all at once, and \
+its prompt sees the item as {{ item }} (its fields as {{ item.prompt }}). A later step gets \
+the images of every item with "step:N" in config.input_images.
+- When the base prompt asks for several different things ("four variations of...", "a scene \
+for each season"), let an llm step list them with a schema like {"type": "object", \
+"properties": {"variations": {"type": "array", "minItems": 4, "maxItems": 4, "items": \
+{"type": "object", "properties": {"prompt": {"type": "string"}}, "required": ["prompt"]}}}, \
+"required": ["variations"]}, then an image step with for_each steps[0].json.variations and \
+prompt {{ item.prompt }}. Do not use config.count for things that should differ.
+- Otherwise leave answer_schema, when and for_each null.
 
 How to plan:
 - Keep it to 2 to 4 steps.
@@ -146,8 +178,37 @@ _WIDE = re.compile(r"\b(landscape|panorama|panoramic|wide|cinematic|banner|skyli
 _TALL = re.compile(r"\b(portrait|poster|phone|vertical|full[- ]length|standing)\b", re.I)
 
 
+_NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
+_SEVERAL = re.compile(
+    r"\b(\d+|" + "|".join(_NUMBERS) + r")\s+(?:\w+\s+)?"
+    r"(variations|versions|variants|takes|scenes|views|styles|moods)\b",
+    re.I,
+)
+
+
+def variations_schema(count: int) -> dict[str, Any]:
+    """The answer an llm step lists `count` different image prompts in."""
+    return {
+        "type": "object",
+        "properties": {
+            "variations": {
+                "type": "array",
+                "minItems": count,
+                "maxItems": count,
+                "items": {
+                    "type": "object",
+                    "properties": {"prompt": {"type": "string"}},
+                    "required": ["prompt"],
+                },
+            }
+        },
+        "required": ["variations"],
+    }
+
+
 def example_draft(base_prompt: str) -> DraftedJob:
-    """A sensible two-step job for `base_prompt`, made without a model.
+    """A sensible two-step job for `base_prompt`, made without a model: when it asks for several
+    variations of something, an llm step lists them and an image step goes over the list.
 
     The preview provider and the fake Gemini server answer drafting requests with it, so the
     whole flow can be tried, and tested, without an API key.
@@ -155,6 +216,35 @@ def example_draft(base_prompt: str) -> DraftedJob:
     words = " ".join(base_prompt.split())
     title = words if len(words) <= 60 else words[:57].rstrip() + "..."
     aspect_ratio = "16:9" if _WIDE.search(words) else "3:4" if _TALL.search(words) else "1:1"
+    several = _SEVERAL.search(words)
+    if several:
+        number = several.group(1).lower()
+        count = max(1, min(int(number) if number.isdigit() else _NUMBERS[number], 8))
+        return DraftedJob(
+            title=title or "Untitled job",
+            steps=[
+                DraftStep(
+                    kind="llm",
+                    prompt=(
+                        f"List {count} clearly different {several.group(2).lower()} for: "
+                        "{{ base_prompt }}\n"
+                        'They are for the image series "{{ series.title }}". '
+                        "{{ series.description }}\n"
+                        "For each, write a detailed image prompt: subject, setting, "
+                        "composition, lighting, palette and style."
+                    ),
+                    config=DraftStepConfig(
+                        temperature=0.9, answer_schema=json.dumps(variations_schema(count))
+                    ),
+                ),
+                DraftStep(
+                    kind="image",
+                    prompt="{{ item.prompt }}",
+                    config=DraftStepConfig(count=1, aspect_ratio=aspect_ratio, image_size="1K"),
+                    for_each="steps[0].json.variations",
+                ),
+            ],
+        )
     return DraftedJob(
         title=title or "Untitled job",
         steps=[

@@ -85,6 +85,12 @@ def diff(before: Snapshot | None, after: Snapshot) -> list[Event]:
         for image_id in step["image_ids"]:
             if image_id not in old["image_ids"]:
                 events.append(Event("image_stored", {**base, "image_id": image_id}))
+        # A turn of a loop that ended (an llm step's turns store no image to say so).
+        was = {it["index"]: it["status"] for it in old.get("iterations") or []}
+        for iteration in step.get("iterations") or []:
+            ended = iteration["status"] not in (StepStatus.pending, StepStatus.running)
+            if ended and was.get(iteration["index"]) != iteration["status"]:
+                events.append(Event("iteration_finished", {**base, **iteration}))
         if old["status"] != step["status"] and step["status"] not in (
             StepStatus.pending,
             StepStatus.running,

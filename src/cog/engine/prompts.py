@@ -16,6 +16,7 @@ model.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,10 +100,13 @@ class InputContext:
 
 @dataclass(frozen=True)
 class StepOutput:
-    """What a finished step offers later templates."""
+    """What a finished step offers later templates: its text, its images, its structured answer
+    (`json`, when its config declares a schema) and whether it was skipped."""
 
     text: str = ""
     images: list[str] = field(default_factory=list)
+    json: Any = None
+    skipped: bool = False
 
     def __str__(self) -> str:
         return self.text
@@ -121,31 +125,56 @@ def variables_of(source: str) -> set[str]:
     return set(codegen.undeclared_identifiers)
 
 
-def check_template(source: str, position: int) -> list[str]:
-    """Problems with a step's template: syntax, unknown variables, references forward."""
-    try:
-        return _check_template(source, position)
-    except RecursionError:
-        return ["the prompt nests too deeply to be read"]
-
-
-def _check_template(source: str, position: int) -> list[str]:
+def check_template(source: str, position: int, extra: Collection[str] = ()) -> list[str]:
+    """Problems with a step's template: syntax, unknown variables, references forward.
+    `extra` are variables this step has beside the usual ones (`item`, in a loop)."""
     try:
         tree = _env.parse(source)
     except TemplateSyntaxError as exc:
         return [f"the prompt is not a valid template (line {exc.lineno}: {exc.message})"]
+    except RecursionError:
+        return ["the prompt nests too deeply to be read"]
+    return check_tree(tree, position, extra)
+
+
+def environment() -> PromptEnvironment:
+    """The sandbox templates render in; a step's expressions are evaluated in it too."""
+    return _env
+
+
+def check_tree(
+    tree: nodes.Template,
+    position: int,
+    extra: Collection[str] = (),
+    *,
+    what: str = "the prompt",
+    count: int | None = None,
+) -> list[str]:
+    """`check_template` on a parsed tree: also how a step's expressions are checked. With the
+    job's step `count`, a reference past its end is named as such."""
+    try:
+        problems = _check_tree(tree, position, extra, count)
+    except RecursionError:
+        return [f"{what} nests too deeply to be read"]
+    return [p.replace("the prompt", what, 1) for p in problems]
+
+
+def _check_tree(
+    tree: nodes.Template, position: int, extra: Collection[str], count: int | None
+) -> list[str]:
     problems = _unsupported(tree)
     if problems:  # the checks below compile the template, which these would break
         return problems
     codegen = _Introspection(_env)
     codegen.visit(tree)
     variables = codegen.undeclared_identifiers
-    unknown = sorted(variables - set(VARIABLES))
+    available = [*VARIABLES, *extra]
+    unknown = sorted(variables - set(available))
     if unknown:
         problems.append(
             "the prompt uses unknown variable(s) "
             + ", ".join(f"`{name}`" for name in unknown)
-            + f" (available: {', '.join(VARIABLES)})"
+            + f" (available: {', '.join(available)})"
         )
     if position == 0 and "previous" in variables:
         problems.append("the first step has no `previous` step")
@@ -163,6 +192,11 @@ def _check_template(source: str, position: int) -> list[str]:
             index = arg.value
             if not isinstance(index, int) or index < 0:
                 problems.append(f"`steps[{index!r}]` is not a step position")
+            elif count is not None and index >= count:
+                problems.append(
+                    f"the prompt uses `steps[{index}]`, a step that does not exist "
+                    f"(the job has {count})"
+                )
             elif index >= position:
                 problems.append(
                     f"the prompt uses `steps[{index}]`, which does not run before this step"
@@ -211,16 +245,15 @@ def _private_names(tree: nodes.Template) -> set[str]:
     return {name for name in spelled if isinstance(name, str) and name.startswith("_")}
 
 
-def render(
-    source: str,
+def template_context(
     *,
     base_prompt: str,
     series: SeriesContext,
     steps: list[StepOutput],
     input_image: InputContext | None = None,
     style: StyleContext | None = None,
-) -> str:
-    """Render in the sandbox; a template that still fails at run time says why in plain words."""
+) -> dict[str, Any]:
+    """The variables a step's template and expressions see."""
     context: dict[str, Any] = {
         "base_prompt": base_prompt,
         "series": series,
@@ -230,6 +263,25 @@ def render(
     }
     if input_image is not None:  # only runs of a batch have one
         context["input"] = input_image
+    return context
+
+
+def render(
+    source: str,
+    *,
+    base_prompt: str,
+    series: SeriesContext,
+    steps: list[StepOutput],
+    input_image: InputContext | None = None,
+    style: StyleContext | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Render in the sandbox; a template that still fails at run time says why in plain words.
+    `extra` adds variables (`item`, in an iteration of a loop)."""
+    context = template_context(
+        base_prompt=base_prompt, series=series, steps=steps, input_image=input_image, style=style
+    )
+    context.update(extra or {})
     try:
         with warnings.catch_warnings():
             # Python warns of code it can tell will fail (`0[1:]`); the template fails when it

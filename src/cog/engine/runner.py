@@ -29,11 +29,20 @@ from cog.db.lineage import Parent
 from cog.db.models import Image, JobRun, StepRun
 from cog.db.session import SessionMaker
 from cog.domain import MAX_REFERENCE_IMAGES, RunStatus, StepKind, StepStatus
+from cog.engine import branching, fanout
 from cog.engine.context import StyleSnapshot, load_series_context, with_style_marker
-from cog.engine.prompts import InputContext, StepOutput, render
-from cog.engine.steps import INPUT_REF, STEP_REF, StepSpec
+from cog.engine.imagecalls import ImageCall, StepImages
+from cog.engine.prompts import InputContext, StepOutput, render, template_context
+from cog.engine.steps import INPUT_REF, STEP_REF, StepSpec, step_refs
 from cog.errors import CogError, ProviderError
-from cog.providers.base import Attempt, ImageProvider, InputImage, TextProvider, Usage
+from cog.providers.base import (
+    Attempt,
+    ImageProvider,
+    ImageResult,
+    InputImage,
+    TextProvider,
+    Usage,
+)
 from cog.services import images as images_service
 from cog.services.image_commits import ImageCommits
 from cog.storage import ObjectStore, StoredObjectMissing
@@ -149,8 +158,8 @@ class Runner:
         outputs: list[StepOutput] = []
         self.deps.notify(self.run_id)
         for spec, row in zip(specs, step_rows, strict=True):
-            if row.status == StepStatus.succeeded:
-                outputs.append(StepOutput(row.text or "", [str(i) for i in row.image_ids]))
+            if row.status in (StepStatus.succeeded, StepStatus.skipped):  # resumed: done before
+                outputs.append(fanout.output_of(row))
                 continue
             try:
                 outputs.append(await self._run_step(spec, row, outputs))
@@ -168,6 +177,24 @@ class Runner:
         started = row.started_at or utcnow()
         tally = _Tally(attempts=[], usage=Usage(0, 0, 0))
         try:
+            # A condition, a loop and what the step needs are decided before anything is sent.
+            context = self.context(outputs)
+            skipped = branching.skip_reason(
+                spec, row.position, step_refs(spec.config), outputs, context
+            )
+            items = None
+            if skipped is None and spec.for_each is not None:
+                items = branching.loop_items(spec.for_each, context)
+                if not items:
+                    skipped = f"Its loop had nothing to go over: {spec.for_each} is empty."
+            if skipped is not None:
+                await self._update_step(
+                    row.id, status=StepStatus.skipped, skip_reason=skipped, finished_at=utcnow()
+                )
+                return StepOutput(skipped=True)
+            if items is not None:
+                output = await fanout.FanOut(self, spec, row, items, outputs, tally).run(started)
+                return await self._succeeded(row, output, tally)
             # Rendering does no I/O, so the step is marked running together with its prompt:
             # one write, not two. A prompt that cannot be rendered fails the step at once.
             prompt = render(
@@ -210,16 +237,30 @@ class Runner:
             if isinstance(exc, StepFailed):
                 raise
             raise StepFailed(exc.message) from exc
+        return await self._succeeded(row, output, tally)
+
+    async def _succeeded(self, row: StepRun, output: StepOutput, tally: _Tally) -> StepOutput:
         await self._update_step(
             row.id,
             status=StepStatus.succeeded,
             text=output.text,
+            json_output=output.json,
             finished_at=utcnow(),
             attempts=len(tally.attempts),
             attempt_log=tally.log(),
             usage=dataclasses.asdict(tally.usage),
         )
         return output
+
+    def context(self, outputs: list[StepOutput]) -> dict[str, Any]:
+        """What the step's prompt, condition and loop see."""
+        return template_context(
+            base_prompt=self.base_prompt,
+            series=self.series,
+            steps=outputs,
+            input_image=self.input,
+            style=self.style.context() if self.style is not None else None,
+        )
 
     async def _input_images(
         self, spec: StepSpec, outputs: list[StepOutput]
@@ -278,15 +319,33 @@ class Runner:
     async def _llm(
         self, spec: StepSpec, row: StepRun, prompt: str, inputs: list[InputImage], tally: _Tally
     ) -> StepOutput:
-        result = await self.deps.text.generate_text(
+        output, model = await self.ask(spec, prompt, inputs, tally)
+        await self._update_step(row.id, model=model)
+        return output
+
+    async def ask(
+        self, spec: StepSpec, prompt: str, inputs: list[InputImage], tally: _Tally
+    ) -> tuple[StepOutput, str]:
+        """One call of an llm step: its text, or its structured answer checked against the
+        step's schema. Answers the output and the model that made it."""
+        model = spec.model or self.deps.settings.text_model
+        schema = spec.config.json_schema
+        if schema is None:
+            result = await self.deps.text.generate_text(
+                prompt=prompt, images=inputs, model=model, temperature=spec.config.temperature
+            )
+            tally.add(result.attempts, result.usage)
+            return StepOutput(result.text, []), result.model
+        value, result = await self.deps.text.generate_structured(
             prompt=prompt,
             images=inputs,
-            model=spec.model or self.deps.settings.text_model,
+            json_schema=schema,
+            model=model,
             temperature=spec.config.temperature,
         )
         tally.add(result.attempts, result.usage)
-        await self._update_step(row.id, model=result.model)
-        return StepOutput(result.text, [])
+        branching.check_answer(schema, value)
+        return StepOutput(result.text, [], value), result.model
 
     async def _images(
         self,
@@ -301,87 +360,90 @@ class Runner:
         if row.started_at is not None:  # resumed: keep what it made before, make the rest
             async with self.deps.sessions() as session:
                 made = await runs_db.images_of_step(session, row.id)
-        missing = spec.config.count - len(made)
+        ledger = StepImages([str(i) for i in made])
+        calls = [ImageCall(prompt, index) for index in range(len(made), spec.config.count)]
+        texts = await self.make_images(spec, row, calls, inputs, parents, tally, ledger)
+        return StepOutput("\n\n".join(texts), ledger.image_ids())
+
+    async def make_images(
+        self,
+        spec: StepSpec,
+        row: StepRun,
+        calls: list[ImageCall],
+        inputs: list[InputImage],
+        parents: list[Parent],
+        tally: _Tally,
+        ledger: StepImages,
+    ) -> list[str]:
+        """Make one image per call, all at once within the process's image slots, each kept
+        and recorded (in `ledger`) as it arrives; answers what the model said with them."""
         model = spec.model or self.deps.settings.image_model
         commits = ImageCommits(self.deps.sessions, self.deps.store)
         texts: list[str] = []
-        # The step's images in the order they were committed; only changed under `lock`.
-        recorded = [str(i) for i in made]
 
-        async def one(index: int) -> None:
-            async with self.deps.image_slots:
-                result = await self.deps.image.generate_image(
-                    prompt=prompt,
-                    references=inputs,
-                    model=model,
-                    aspect_ratio=spec.config.aspect_ratio,
-                    image_size=spec.config.image_size,
-                )
-            tally.add(result.attempts, result.usage)
-            if result.text:
-                texts.append(result.text)
-            await self._keep_image(
-                row,
-                spec,
-                prompt,
-                result.data,
-                result.model,
-                result.provider,
-                result.text,
-                index,
-                commits,
-                recorded,
-                parents,
-            )
+        async def one(call: ImageCall) -> None:
+            try:
+                async with self.deps.image_slots:
+                    result = await self.deps.image.generate_image(
+                        prompt=call.prompt,
+                        references=inputs,
+                        model=model,
+                        aspect_ratio=spec.config.aspect_ratio,
+                        image_size=spec.config.image_size,
+                    )
+                tally.add(result.attempts, result.usage)
+                if result.text:
+                    texts.append(result.text)
+                    ledger.said(call, result.text)
+                await self._keep_image(row, spec, call, result, commits, ledger, parents)
+            except CogError as exc:
+                ledger.failed(call, exc.message)
+                raise
 
-        if missing > 0:
+        if calls:
             try:
                 async with asyncio.TaskGroup() as group:
-                    for index in range(len(made), spec.config.count):
-                        group.create_task(one(index))
+                    for call in calls:
+                        group.create_task(one(call))
             except* ProviderError as errors:
                 first = errors.exceptions[0]
                 assert isinstance(first, ProviderError)
                 for exc in errors.exceptions:
                     if isinstance(exc, ProviderError):
                         tally.add(list(exc.extra.get("attempts", ())))
-                raise StepFailed(first.message) from first
+                raise StepFailed(ledger.describe(first.message)) from first
             except* CogError as errors:
                 first_error = errors.exceptions[0]
                 assert isinstance(first_error, CogError)
-                raise StepFailed(first_error.message) from first_error
-        return StepOutput("\n\n".join(texts), list(recorded))
+                raise StepFailed(ledger.describe(first_error.message)) from first_error
+        return texts
 
     async def _keep_image(
         self,
         row: StepRun,
         spec: StepSpec,
-        prompt: str,
-        data: bytes,
-        model: str,
-        provider: str,
-        text: str,
-        index: int,
+        call: ImageCall,
+        result: ImageResult,
         commits: ImageCommits,
-        recorded: list[str],
+        ledger: StepImages,
         parents: list[Parent],
     ) -> None:
         """Store one image and record it on its step, with its lineage, in the same transaction.
 
         The images of a step are verified and written to the store concurrently, and their rows
         committed together as they become ready (`commits`), one transaction at a time. One
-        executor holds a run, so `recorded` (the list as committed so far) is the truth and is
+        executor holds a run, so the ledger (what is committed so far) is the truth and is
         written whole, without reading it back. It grows in the transaction; one that fails
-        takes its ids out again (and a resumed step starts from the images table, whatever
-        this list said).
+        takes its id out again (and a resumed step starts from the images table, whatever the
+        ledger said).
         """
         mine: list[str] = []
 
         async def record(session: Any, image: Image) -> None:
             mine.append(str(image.id))
-            recorded.append(mine[0])
+            ledger.add(call, mine[0])
             await session.execute(
-                sa.update(StepRun).where(StepRun.id == row.id).values(image_ids=list(recorded))
+                sa.update(StepRun).where(StepRun.id == row.id).values(**ledger.values())
             )
             # A new image is its own version 1, whose id is the image's.
             await lineage_db.record(
@@ -394,18 +456,19 @@ class Runner:
                 self.deps.settings,
                 commits,
                 series_id=self.series_id,
-                data=data,
-                prompt=prompt,
-                model=model,
-                provider=provider,
+                data=result.data,
+                prompt=call.prompt,
+                model=result.model,
+                provider=result.provider,
                 metadata={
-                    "model_text": text,
+                    "model_text": result.text,
                     "step_position": row.position,
-                    "index": index,
+                    "index": call.index,
                     "aspect_ratio": spec.config.aspect_ratio,
                     "image_size": spec.config.image_size,
                     "reference_count": len(spec.config.input_images),
                     **self._provenance(),
+                    **call.meta,
                 },
                 job_id=self.job_id,
                 run_id=self.run_id,
@@ -413,8 +476,8 @@ class Runner:
                 before_commit=record,
             )
         except BaseException:
-            if mine and mine[0] in recorded:
-                recorded.remove(mine[0])
+            if mine:
+                ledger.remove(call, mine[0])
             raise
         self.deps.notify(self.run_id)
 

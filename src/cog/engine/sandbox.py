@@ -400,6 +400,13 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         self.filters = {name: _checked_filter(name, f) for name, f in self.filters.items()}
         self.globals["lipsum"] = _lipsum
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """A structured answer's fields read as attributes (`steps[0].json.items`), even where
+        a dict method has the same name: the data comes first."""
+        if isinstance(obj, dict) and isinstance(attribute, str) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if _too_large(operator, left, right):
             raise SecurityError(f"`{operator}` would make a value too large for a prompt")

@@ -6,6 +6,7 @@ a refused edit changes nothing.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Collection, Sequence
@@ -16,11 +17,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
 )
 
 from cog.domain import ASPECT_RATIOS, IMAGE_SIZES, MAX_IMAGES_PER_STEP, MAX_STEPS, StepKind
+from cog.engine import branching
+from cog.engine.branching import MAX_EXPRESSION_CHARS
 from cog.engine.prompts import check_template, variables_of
 from cog.errors import Invalid
 
@@ -37,16 +42,41 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
+def _json_object(value: Any) -> Any:
+    """A schema may come as JSON text (from a form, or a YAML file that quotes it)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"is not valid JSON ({exc})") from None
+    if value is not None and not isinstance(value, dict):
+        raise ValueError('must be a JSON Schema object, like {"type": "object", ...}')
+    return value
+
+
 class StepConfig(BaseModel):
     """Step settings. Unknown keys are refused so a typo never silently does nothing."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     count: Annotated[int, Field(ge=1, le=MAX_IMAGES_PER_STEP), BeforeValidator(_not_a_bool)] = 1
     aspect_ratio: Literal[ASPECT_RATIOS] | None = None  # type: ignore[valid-type]
     image_size: Literal[IMAGE_SIZES] | None = None  # type: ignore[valid-type]
     temperature: Annotated[float, Field(ge=0.0, le=2.0), BeforeValidator(_not_a_bool)] | None = None
     input_images: Annotated[list[str], Field(max_length=14)] = []
+    # llm steps: the JSON Schema of a structured answer (`steps[N].json` to later steps).
+    json_schema: Annotated[dict[str, Any] | None, BeforeValidator(_json_object)] = Field(
+        None, alias="schema"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_schema(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Steps without a schema keep the shape they always had.
+        data: dict[str, Any] = handler(self)
+        for key in ("schema", "json_schema"):
+            if key in data and data[key] is None:
+                del data[key]
+        return data
 
     @field_validator("input_images")
     @classmethod
@@ -64,8 +94,12 @@ class StepConfig(BaseModel):
         return refs
 
 
+Expression = Annotated[str, Field(max_length=MAX_EXPRESSION_CHARS)]
+
+
 class StepSpec(BaseModel):
-    """A step as a person writes it: `{"kind", "prompt", "model", "config"}`."""
+    """A step as a person writes it: `{"kind", "prompt", "model", "config", "when",
+    "for_each"}` (the last two may be left out)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +107,23 @@ class StepSpec(BaseModel):
     prompt: Annotated[str, Field(min_length=1, max_length=20_000)]
     model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     config: StepConfig = StepConfig()
+    when: Expression | None = Field(
+        None, description="An expression over earlier outputs; when false, the step is skipped."
+    )
+    for_each: Expression | None = Field(
+        None,
+        description="An expression giving a list (e.g. `steps[0].json.scenes`): the step runs "
+        "once per item, the item as `item` in its prompt.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_branching(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Steps without a condition or a loop keep the shape they always had.
+        data: dict[str, Any] = handler(self)
+        for key in ("when", "for_each"):
+            if key in data and data[key] is None:
+                del data[key]
+        return data
 
 
 def step_refs(config: StepConfig) -> list[int]:
@@ -90,9 +141,20 @@ def image_refs(config: StepConfig) -> list[uuid.UUID]:
 def uses_input(specs: Sequence[StepSpec]) -> bool:
     """Whether the steps need a batch's input image (the `input` variable or reference)."""
     return any(
-        INPUT_REF in spec.config.input_images or INPUT_REF in variables_of(spec.prompt)
+        INPUT_REF in spec.config.input_images
+        or INPUT_REF in variables_of(spec.prompt)
+        or any(
+            INPUT_REF in branching.expression_variables(source)
+            for source in (spec.when, spec.for_each)
+            if source is not None
+        )
         for spec in specs
     )
+
+
+def needs(spec: StepSpec, position: int) -> list[int]:
+    """The earlier steps whose output a step uses (a skipped one skips it too)."""
+    return branching.needs(spec, position, step_refs(spec.config))
 
 
 def _pydantic_problems(exc: ValidationError) -> list[str]:
@@ -168,7 +230,9 @@ def validate_steps(
 def _step_problems(spec: StepSpec, position: int, specs: Sequence[StepSpec | None]) -> list[str]:
     """What is wrong with one parsed step in its place in the list (images of the series
     aside)."""
-    problems = check_template(spec.prompt, position)
+    problems = check_template(spec.prompt, position, branching.template_extra(spec))
+    problems += branching.prompt_problems(spec, position, specs)
+    problems += branching.step_problems(spec, position, specs)
     config = spec.config
     if spec.kind is StepKind.llm:
         for key in ("aspect_ratio", "image_size"):

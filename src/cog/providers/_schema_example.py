@@ -16,9 +16,10 @@ from typing import Any
 _MAX_DEPTH = 8
 
 
-def example_for_schema(schema: Mapping[str, Any], *, seed: str = "") -> Any:
+def example_for_schema(schema: Mapping[str, Any], *, seed: str = "", items: int = 1) -> Any:
+    """`items`: how many items a list has when its schema does not say (`minItems`)."""
     defs = schema.get("$defs") or schema.get("definitions") or {}
-    return _example(schema, defs, seed, "value", 0)
+    return _example(schema, defs, seed, "value", 0, items)
 
 
 def _pick(seed: str, name: str, n: int) -> int:
@@ -51,7 +52,7 @@ def _resolve(node: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str, A
 
 
 def _example(
-    node: Mapping[str, Any], defs: Mapping[str, Any], seed: str, name: str, depth: int
+    node: Mapping[str, Any], defs: Mapping[str, Any], seed: str, name: str, depth: int, items: int
 ) -> Any:
     node = _resolve(node, defs)
     if depth > _MAX_DEPTH:
@@ -67,7 +68,7 @@ def _example(
         options = [o for o in camel_or_snake(node, key) or [] if isinstance(o, Mapping)]
         typed = [o for o in options if str(o.get("type", "")).lower() != "null"]
         if typed:
-            return _example(typed[0], defs, seed, name, depth + 1)
+            return _example(typed[0], defs, seed, name, depth + 1, items)
     kind = node.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if str(k).lower() != "null"), "null")
@@ -76,17 +77,18 @@ def _example(
     if kind == "object":
         props = node.get("properties") or {}
         return {
-            key: _example(sub, defs, seed, f"{name}.{key}", depth + 1)
+            key: _example(sub, defs, seed, f"{name}.{key}", depth + 1, items)
             for key, sub in props.items()
             if isinstance(sub, Mapping)
         }
     if kind == "array":
-        low = int(_number(camel_or_snake(node, "minItems")) or 1)
+        low = _number(camel_or_snake(node, "minItems"))
         high = _number(camel_or_snake(node, "maxItems"))
-        count = min(low, int(high)) if high is not None else low
-        items = node.get("items")
-        items = items if isinstance(items, Mapping) else {}
-        return [_example(items, defs, seed, f"{name}[{i}]", depth + 1) for i in range(count)]
+        count = int(low) if low else items
+        count = min(count, int(high)) if high is not None else count
+        sub = node.get("items")
+        sub = sub if isinstance(sub, Mapping) else {}
+        return [_example(sub, defs, seed, f"{name}[{i}]", depth + 1, items) for i in range(count)]
     if kind in ("integer", "number"):
         return _bounded_number(node, integer=kind == "integer")
     if kind == "boolean":

@@ -7,10 +7,10 @@ what was tried.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -90,6 +90,19 @@ class TextProvider(Protocol):
         model: str | None = None,
         system: str | None = None,
     ) -> tuple[T, TextResult]: ...
+
+    async def generate_structured(
+        self,
+        *,
+        prompt: str,
+        images: Sequence[InputImage] = (),
+        json_schema: Mapping[str, Any],
+        model: str | None = None,
+        temperature: float | None = None,
+    ) -> tuple[Any, TextResult]:
+        """An answer as JSON shaped by `json_schema` (a JSON Schema a person wrote): the parsed
+        value and the call's result (its text is the JSON as sent). The caller validates it."""
+        ...
 
     async def aclose(self) -> None:
         """Release connections; safe to call more than once."""

@@ -6,8 +6,9 @@ recorded. SDK and transport errors become `ProviderError`s whose messages a pers
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -134,6 +135,42 @@ class GeminiProvider:
                 f"The model's answer was not valid JSON for the {schema.__name__} schema: "
                 f"{_why_invalid(schema, text, response)}"
             )
+
+        (value, text), attempts, usage = await self._generate(
+            model_id, prompt, images, config, read
+        )
+        return value, TextResult(
+            text=text, usage=usage, model=model_id, provider=self.name, attempts=attempts
+        )
+
+    async def generate_structured(
+        self,
+        *,
+        prompt: str,
+        images: Sequence[InputImage] = (),
+        json_schema: Mapping[str, Any],
+        model: str | None = None,
+        temperature: float | None = None,
+    ) -> tuple[Any, TextResult]:
+        model_id = model or self.text_model
+        # `response_json_schema` takes JSON Schema as written (`responseJsonSchema` on the
+        # wire); `response_schema` would want Gemini's OpenAPI subset instead.
+        config = types.GenerateContentConfig(
+            temperature=temperature,
+            response_mime_type="application/json",
+            response_json_schema=dict(json_schema),
+        )
+
+        def read(response: types.GenerateContentResponse) -> tuple[Any, str]:
+            _refuse_blocked(response, "text")
+            text = _text_of(response)
+            if _finish_reason(response) == "MAX_TOKENS":
+                raise _content_error("The model's answer was cut off (MAX_TOKENS) before its end")
+            try:
+                return json.loads(text), text
+            except ValueError as exc:
+                said = "the answer was empty" if not text.strip() else str(exc)
+                raise _content_error(f"The model's answer was not valid JSON: {said}") from None
 
         (value, text), attempts, usage = await self._generate(
             model_id, prompt, images, config, read

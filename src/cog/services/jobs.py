@@ -16,7 +16,7 @@ from cog.db.models import Image, Job, JobRun, JobStep
 from cog.db.pages import Page, check_limit
 from cog.domain import JobStatus
 from cog.engine.context import StyleSnapshot, load_series_context
-from cog.engine.drafting import draft_steps
+from cog.engine.drafting import DraftStep, draft_steps
 from cog.engine.steps import StepSpec, image_refs, parse_steps, validate_steps
 from cog.errors import Invalid, NotFound
 from cog.providers.base import TextProvider
@@ -141,7 +141,7 @@ async def check_steps(session: AsyncSession, job: Job, raw: Sequence[Any]) -> li
 
 
 def dump_steps(specs: Sequence[StepSpec]) -> list[dict[str, Any]]:
-    return [spec.model_dump(mode="json") for spec in specs]
+    return [spec.model_dump(mode="json", by_alias=True) for spec in specs]
 
 
 async def replace_steps(session: AsyncSession, job_id: uuid.UUID, raw: Sequence[Any]) -> Job:
@@ -172,8 +172,14 @@ async def update_step(session: AsyncSession, job_id: uuid.UUID, position: int, r
 
 
 def step_dict(row: JobStep) -> dict[str, Any]:
-    """A saved step as a person writes it (`{"kind", "prompt", "model", "config"}`)."""
-    return {"kind": row.kind, "prompt": row.prompt, "model": row.model, "config": row.config}
+    """A saved step as a person writes it (`{"kind", "prompt", "model", "config"}`, with `when`
+    and `for_each` when it has them)."""
+    step = {"kind": row.kind, "prompt": row.prompt, "model": row.model, "config": row.config}
+    if row.condition is not None:
+        step["when"] = row.condition
+    if row.for_each is not None:
+        step["for_each"] = row.for_each
+    return step
 
 
 async def draft(
@@ -203,14 +209,7 @@ async def draft(
         inherited=context.ancestors,
         style=style.context() if style is not None else None,
     )
-    raw = [
-        {
-            "kind": step.kind,
-            "prompt": step.prompt,
-            "config": step.config.model_dump(exclude_none=True, exclude_defaults=True),
-        }
-        for step in drafted.steps
-    ]
+    raw = [drafted_step(step) for step in drafted.steps]
     try:
         specs = await check_steps(session, job, raw)
     except Invalid as exc:
@@ -224,6 +223,21 @@ async def draft(
         job.title = drafted.title
     await session.commit()
     return job
+
+
+def drafted_step(step: DraftStep) -> dict[str, Any]:
+    """A drafted step as the steps are written: its schema, sent as JSON text, as an object
+    (text that is not JSON is left as it is, for the checks to name)."""
+    config = step.config.model_dump(exclude_none=True, exclude_defaults=True)
+    schema = config.pop("answer_schema", None)
+    if schema is not None:
+        config["schema"] = schema
+    raw: dict[str, Any] = {"kind": step.kind, "prompt": step.prompt, "config": config}
+    for key in ("when", "for_each"):
+        value = getattr(step, key)
+        if value is not None and value.strip():
+            raw[key] = value.strip()
+    return raw
 
 
 async def delete(session: AsyncSession, job_id: uuid.UUID) -> list[uuid.UUID]:

@@ -12,7 +12,7 @@ from cog.db import queue as queue_db
 from cog.db import runs as runs_db
 from cog.db.models import Job, JobRun, StepRun
 from cog.db.pages import Page, check_limit
-from cog.domain import RunStatus
+from cog.domain import RunStatus, StepStatus
 from cog.engine.steps import StepSpec, uses_input
 from cog.errors import Conflict, Invalid, NotFound
 from cog.services import jobs as jobs_service
@@ -87,9 +87,14 @@ def snapshot(run: JobRun, steps: list[StepRun]) -> dict[str, Any]:
                 "prompt": planned[step.position]["prompt"],
                 "model": step.model,
                 "config": planned[step.position].get("config", {}),
+                "when": planned[step.position].get("when"),
+                "for_each": planned[step.position].get("for_each"),
                 "status": step.status,
+                "skip_reason": step.skip_reason,
                 "rendered_prompt": step.rendered_prompt,
                 "text": step.text,
+                "json": step.json_output,
+                "iterations": _iterations(step),
                 "image_ids": list(step.image_ids),
                 "error": step.error,
                 "attempts": step.attempts,
@@ -101,6 +106,18 @@ def snapshot(run: JobRun, steps: list[StepRun]) -> dict[str, Any]:
             for step in steps
         ],
     }
+
+
+def _iterations(step: StepRun) -> list[dict[str, Any]]:
+    """A loop's turns; those left unfinished by a step that has ended (cancelled, or cut short
+    by a failure elsewhere) end with it."""
+    unfinished = (StepStatus.pending, StepStatus.running)
+    iterations = [dict(it) for it in step.iterations or []]
+    if step.status not in unfinished:
+        for it in iterations:
+            if it.get("status") in unfinished:
+                it["status"] = StepStatus.cancelled
+    return iterations
 
 
 async def view(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Any]:

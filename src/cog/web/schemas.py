@@ -596,6 +596,8 @@ class StepOut(BaseModel):
     prompt: str
     model: str | None
     config: dict[str, Any]
+    when: str | None = Field(None, description="The condition; when false the step is skipped.")
+    for_each: str | None = Field(None, description="The list the step runs once per item of.")
 
 
 class RunSummary(BaseModel):
@@ -633,15 +635,41 @@ class AttemptOut(BaseModel):
     status_code: int | None
 
 
+class IterationOut(BaseModel):
+    """One turn of a step's `for_each` loop."""
+
+    index: int
+    item: Any = Field(description="The item of the list this turn was for (`item`).")
+    status: str
+    prompt: str | None = Field(None, description="The prompt as sent for this item.")
+    text: str | None
+    json_: Any = Field(None, alias="json", description="The structured answer, if any.")
+    image_ids: list[str]
+    error: str | None
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
 class StepRunOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
     position: int
     kind: str
     prompt: str
     model: str | None
     config: dict[str, Any]
+    when: str | None = None
+    for_each: str | None = None
     status: str
+    skip_reason: str | None = Field(None, description="Why the step was skipped, if it was.")
     rendered_prompt: str | None
     text: str | None
+    json_: Any = Field(
+        None, alias="json", description="The structured answer (a step with `config.schema`)."
+    )
+    iterations: list[IterationOut] = Field(
+        default=[], description="A `for_each` step's turns, one per item, in order."
+    )
     image_ids: list[str]
     error: str | None
     attempts: int

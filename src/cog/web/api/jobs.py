@@ -55,6 +55,8 @@ async def job_out(session: AsyncSession, job: Job) -> JobOut:
                 prompt=s.prompt,
                 model=s.model,
                 config=s.config,
+                when=s.condition,
+                for_each=s.for_each,
             )
             for s in steps
         ],
@@ -207,7 +209,8 @@ async def run_events(
     run_id: Annotated[uuid.UUID, Depends(existing_run)], state: StateDep
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events: `snapshot` first, then `run_started`, `step_started`,
-    `image_stored`, `step_finished` and `run_finished`; the stream closes when the run ends."""
+    `image_stored`, `iteration_finished` (a turn of a `for_each` loop), `step_finished` and
+    `run_finished`; the stream closes when the run ends."""
 
     async def read() -> dict[str, Any] | None:
         # A session per read: the stream may last minutes and must not hold a connection.

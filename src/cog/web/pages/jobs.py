@@ -58,7 +58,10 @@ class Editor:
     @classmethod
     async def of_saved(cls, session: AsyncSession, job: Job, **kwargs: Any) -> Editor:
         rows = await jobs_service.steps(session, job.id)
-        steps = [StepDraft.of_saved(r.kind, r.prompt, r.model, r.config) for r in rows]
+        steps = [
+            StepDraft.of_saved(r.kind, r.prompt, r.model, r.config, r.condition, r.for_each)
+            for r in rows
+        ]
         return cls(job.title, job.base_prompt, steps, **kwargs)
 
     @classmethod

@@ -31,7 +31,7 @@ def fragment(request: Request, event: Event, run: RunOut) -> str:
     if event.name == "image_stored":
         context["position"] = event.data["position"]
         context["image_id"] = event.data["image_id"]
-    elif event.name in ("step_started", "step_finished"):
+    elif event.name in ("step_started", "step_finished", "iteration_finished"):
         context["step"] = run.steps[event.data["position"]]
     return render_text(request, "runs/_event.html", **context)
 

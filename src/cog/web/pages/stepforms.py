@@ -7,6 +7,7 @@ was posted, and nothing is saved until the person saves (or runs).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,10 @@ FIELDS = (
     "aspect_ratio",
     "image_size",
     "temperature",
+    "schema",
     "input_images",
+    "when",
+    "for_each",
 )
 MAX_FORM_STEPS = 50  # the form is parsed before the service counts; a bound on the parsing
 _STEP_KEY = re.compile(r"^steps-(\d{1,2})-kind$")
@@ -45,13 +49,26 @@ class StepDraft:
     image_size: str = ""
     temperature: str = ""
     input_images: list[str] = field(default_factory=list)
+    when: str = ""
+    for_each: str = ""
+    schema: str = ""  # JSON text, as typed
 
     @classmethod
     def of_saved(
-        cls, kind: str, prompt: str, model: str | None, config: Mapping[str, Any]
+        cls,
+        kind: str,
+        prompt: str,
+        model: str | None,
+        config: Mapping[str, Any],
+        when: str | None = None,
+        for_each: str | None = None,
     ) -> StepDraft:
         temperature = config.get("temperature")
+        schema = config.get("schema")
         return cls(
+            when=when or "",
+            for_each=for_each or "",
+            schema="" if schema is None else json.dumps(schema, indent=2, ensure_ascii=False),
             kind=kind,
             prompt=prompt,
             model=model or "",
@@ -74,16 +91,25 @@ class StepDraft:
                 config["aspect_ratio"] = self.aspect_ratio
             if self.image_size:
                 config["image_size"] = self.image_size
-        elif self.temperature.strip():
-            config["temperature"] = self.temperature.strip()
+        else:
+            if self.temperature.strip():
+                config["temperature"] = self.temperature.strip()
+            if self.schema.strip():  # JSON text: the service reads it, or says why it cannot
+                config["schema"] = self.schema
         if self.input_images:
             config["input_images"] = list(self.input_images)
-        return {
+        step: dict[str, Any] = {
             "kind": self.kind,
             "prompt": self.prompt,
             "model": self.model.strip() or None,
             "config": config,
         }
+        # Left empty, a condition or a loop is not there at all.
+        if self.when.strip():
+            step["when"] = self.when.strip()
+        if self.for_each.strip():
+            step["for_each"] = self.for_each.strip()
+        return step
 
 
 def text(value: str) -> str:
@@ -115,6 +141,9 @@ def steps_from_form(form: FormData) -> list[StepDraft]:
                 image_size=one(prefix + "image_size"),
                 temperature=one(prefix + "temperature"),
                 input_images=list(dict.fromkeys(r for r in refs if isinstance(r, str) and r)),
+                when=text(one(prefix + "when")),
+                for_each=text(one(prefix + "for_each")),
+                schema=text(one(prefix + "schema")),
             )
         )
     return drafts
@@ -169,6 +198,11 @@ class Problems:
 def field_of(message: str) -> str:
     """Which field of a step card a problem (as `validate_steps` words it) concerns; "step"
     when it names none."""
+    for key in ("when", "for_each"):
+        if message.startswith(f"`{key}`"):
+            return key
+    if message.startswith(("`config.schema`", "`schema`")):
+        return "schema"
     if "input image" in message or "'step:" in message:
         return "input_images"
     if message.startswith("the prompt") or "`previous`" in message or "`steps[" in message:
@@ -188,6 +222,7 @@ LABELS = {
     "aspect_ratio": "Aspect ratio",
     "image_size": "Size",
     "temperature": "Temperature",
+    "schema": "Schema",
 }
 
 
