@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import httpx
 
 from cog.config import Settings
+from cog.web.schemas import VISIBLE
 from tests.conftest import stored_keys
 from tests.factories import make_image, make_series
 
@@ -541,8 +542,22 @@ async def test_the_document_describes_what_the_api_answers(client: httpx.AsyncCl
     assert schemas["JobUpdate"]["properties"]["base_prompt"]["type"] == "string"
     assert "null" in str(schemas["SeriesUpdate"]["properties"]["parent_id"])
     # A title or tag of spaces is refused, and the document says so.
-    assert schemas["SeriesCreate"]["properties"]["title"]["pattern"] == r"\S"
+    assert schemas["SeriesCreate"]["properties"]["title"]["pattern"] == VISIBLE
     assert assert_refused(await client.post("/api/series", json={"title": " \t "}), 422)
     # A step is an object of known keys.
     step = schemas["StepsReplace"]["properties"]["steps"]["items"]
     assert step["additionalProperties"] is False and set(step["required"]) == {"kind", "prompt"}
+
+
+async def test_a_title_of_separators_only_is_refused_on_create_and_edit(
+    client: httpx.AsyncClient,
+) -> None:
+    """U+001C..U+001F pass the API's first check of a visible character but are spaces to
+    Python's strip: such a title is refused with a 422, never stored empty."""
+    answer = await client.post("/api/series", json={"title": "\x1c\x1d\x1e"})
+    assert answer.status_code == 422, answer.text
+    assert "title" in answer.json()["detail"]
+    series = await make_series(client, "Kept")
+    answer = await client.patch(f"/api/series/{series['id']}", json={"title": " \x1f "})
+    assert answer.status_code == 422, answer.text
+    assert (await client.get(f"/api/series/{series['id']}")).json()["title"] == "Kept"

@@ -56,6 +56,15 @@ async def view(session: AsyncSession, series_id: uuid.UUID) -> SeriesView:
     return SeriesView(found, chain, counts.image_count, counts.child_count)
 
 
+def clean_title(title: str) -> str:
+    """The title without the spaces around it; one with nothing else is refused. (Python counts
+    more characters as spaces than the API's first check does: separators such as U+001C.)"""
+    clean = title.strip()
+    if not clean:
+        raise Invalid("A series needs a title with something visible in it.")
+    return clean
+
+
 async def create(
     session: AsyncSession,
     *,
@@ -65,11 +74,12 @@ async def create(
     parent_id: uuid.UUID | None = None,
     inherit_context: bool = True,
 ) -> Series:
+    clean = clean_title(title)
     if parent_id is not None:
         await series_db.lock_tree(session)  # the parent is not deleted while this goes in
         await require(session, parent_id)
     series = Series(
-        title=title.strip(),
+        title=clean,
         description=description,
         tags=normalize_tags(tags or []),
         parent_id=parent_id,
@@ -94,6 +104,8 @@ async def update(
 ) -> Series:
     """Change the fields given. `style_profile` is the hand-written (or hand-edited) profile;
     `cog.services.style.draft_profile` has the model write one."""
+    if title is not UNSET:
+        title = clean_title(title)
     if parent_id is not UNSET:
         await series_db.lock_tree(session)  # before the checks, so they see any other move
     series = await require(session, series_id)
@@ -105,7 +117,7 @@ async def update(
                 raise Conflict("A series cannot move inside itself or one of its own sub-series.")
         series.parent_id = parent_id
     if title is not UNSET:
-        series.title = title.strip()
+        series.title = title
     if description is not UNSET:
         series.description = description
     if tags is not UNSET:

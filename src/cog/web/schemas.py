@@ -28,7 +28,9 @@ from cog.services.series import SeriesView
 
 # Trimmed, then at least one character: the pattern says so in the document (a title of spaces
 # only is refused, and `minLength` alone would count the spaces).
-VISIBLE = r"\S"
+# Something that is not a space, in every regex dialect that reads the schema and to Python's
+# strip(), which also counts the separators U+001C..U+001F and U+0085 as spaces.
+VISIBLE = r"[^\s\x1c-\x1f\x85]"
 Title = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=VISIBLE)
 ]
