@@ -216,3 +216,29 @@ async def test_a_transaction_cancelled_midway_keeps_nothing_of_its_images(
     images, versions = await rows(sessions)
     assert images == versions == files(settings)
     assert len(images) == 1
+
+
+async def test_the_groups_own_write_runs_once_in_each_transaction_after_its_images(
+    settings: Settings,
+    store: ObjectStore,
+    engine: AsyncEngine,
+    sessions: SessionMaker,
+    series_id: uuid.UUID,
+) -> None:
+    """A step writes its own row once per transaction, with every image the transaction holds."""
+    seen_in_rows: list[int] = []
+    commits_seen: list[object] = []
+
+    def count(conn: object) -> None:
+        commits_seen.append(conn)
+
+    async def then(session: AsyncSession) -> None:
+        found = await session.scalar(sa.select(sa.func.count()).select_from(Image))
+        seen_in_rows.append(int(found or 0))
+
+    sa.event.listen(engine.sync_engine, "commit", count)
+    group = ImageCommits(sessions, store, then=then)
+    await asyncio.gather(*(keep(store, settings, group, series_id, seed) for seed in range(5)))
+    sa.event.remove(engine.sync_engine, "commit", count)
+    assert len(seen_in_rows) == len(commits_seen)
+    assert seen_in_rows == sorted(seen_in_rows) and seen_in_rows[-1] == 5

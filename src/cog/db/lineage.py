@@ -46,6 +46,8 @@ async def record(
     parents: Sequence[Parent],
 ) -> None:
     """Say what a new version was made from; the same parent twice is recorded once."""
+    if not parents:
+        return
     seen: set[uuid.UUID] = set()
     for parent in parents:
         if parent.version_id in seen:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.config import Settings
 from cog.db import batches as batches_db
@@ -378,7 +379,13 @@ class Runner:
         """Make one image per call, all at once within the process's image slots, each kept
         and recorded (in `ledger`) as it arrives; answers what the model said with them."""
         model = spec.model or self.deps.settings.image_model
-        commits = ImageCommits(self.deps.sessions, self.deps.store)
+
+        async def write_ledger(session: AsyncSession) -> None:
+            await session.execute(
+                sa.update(StepRun).where(StepRun.id == row.id).values(**ledger.values())
+            )
+
+        commits = ImageCommits(self.deps.sessions, self.deps.store, then=write_ledger)
         texts: list[str] = []
 
         async def one(call: ImageCall) -> None:
@@ -441,10 +448,7 @@ class Runner:
 
         async def record(session: Any, image: Image) -> None:
             mine.append(str(image.id))
-            ledger.add(call, mine[0])
-            await session.execute(
-                sa.update(StepRun).where(StepRun.id == row.id).values(**ledger.values())
-            )
+            ledger.add(call, mine[0])  # the step's row is written once the transaction has all
             # A new image is its own version 1, whose id is the image's.
             await lineage_db.record(
                 session, child_image_id=image.id, child_version_id=image.id, parents=parents

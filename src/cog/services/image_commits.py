@@ -25,6 +25,9 @@ from cog.storage.base import delete_quietly
 # Changes more rows in the image's transaction (a run records the image on its step there, so
 # an image is never stored without being counted, nor counted twice).
 BeforeCommit = Callable[[AsyncSession, Image], Awaitable[None]]
+# Runs once in each transaction, after every image's `BeforeCommit` (the step's own row, written
+# once with all its images rather than once per image).
+Then = Callable[[AsyncSession], Awaitable[None]]
 
 
 @dataclass
@@ -41,9 +44,12 @@ class ImageCommits:
     """Commits image rows (the image, its first version and what `before_commit` adds) in as
     few transactions as their arrival allows, one transaction at a time."""
 
-    def __init__(self, sessions: SessionMaker, store: ObjectStore) -> None:
+    def __init__(
+        self, sessions: SessionMaker, store: ObjectStore, then: Then | None = None
+    ) -> None:
         self._sessions = sessions
         self._store = store
+        self._then = then
         self._queue: list[_Entry] = []
         self._lock = asyncio.Lock()
 
@@ -96,6 +102,8 @@ class ImageCommits:
                 for entry in batch:
                     if entry.before_commit is not None:
                         await entry.before_commit(session, entry.image)
+                if self._then is not None:
+                    await self._then(session)
                 await session.commit()
         except BaseException as exc:
             for entry in batch:
