@@ -88,3 +88,25 @@ def test_a_restyle_waited_for_in_the_terminal(cli: JobsCli, gemini: GeminiTestSe
     )
     refused = cli("batches", "restyle", "--style", style, "--to", target)
     assert refused.code == 2  # neither images nor --series
+
+
+def test_a_jobs_style_source_from_the_terminal(cli: JobsCli) -> None:
+    mine = created_id(cli("series", "create", "Harbour"))
+    style = created_id(cli("series", "create", "Woodcuts"))
+    job = created_id(
+        cli("jobs", "create", mine, "-p", "boats at dawn", "--style", style, "--style-count", "2")
+    )
+    shown = cli("jobs", "show", job, "--json").json()
+    assert (shown["style_series_id"], shown["style_image_count"]) == (style, 2)
+    assert "style source" in cli("jobs", "show", job).stdout
+
+    too_many = cli("jobs", "style", job, "--style", style, "--style-count", "40")
+    assert too_many.code != 0 and "14" in too_many.said
+    nowhere = cli("jobs", "style", job, "--style", "00000000-0000-4000-8000-000000000000")
+    assert nowhere.code != 0 and "There is no series" in nowhere.said
+    assert cli("jobs", "show", job, "--json").json()["style_series_id"] == style  # unchanged
+
+    assert cli("jobs", "style", job, "--clear", "--style", style).code == 2
+    cleared = cli("jobs", "style", job, "--clear")
+    assert cleared.code == 0, cleared
+    assert cli("jobs", "show", job, "--json").json()["style_series_id"] is None

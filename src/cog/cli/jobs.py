@@ -54,6 +54,9 @@ async def _job_dict(ctx: Context, job_id: uuid.UUID) -> dict[str, Any]:
         "title": job.title,
         "base_prompt": job.base_prompt,
         "status": job.status,
+        "style_series_id": str(job.style_series_id) if job.style_series_id else None,
+        "style_image_ids": list(job.style_image_ids),
+        "style_image_count": job.style_image_count,
         "steps": [
             {
                 "position": s.position,
@@ -73,6 +76,10 @@ async def _job_dict(ctx: Context, job_id: uuid.UUID) -> dict[str, Any]:
 def _print_job(job: dict[str, Any]) -> None:
     out.print(f"[bold]{escape(job['title'])}[/bold]  {job['id']}  ({job['status']})")
     out.print(f"[dim]base prompt:[/dim] {escape(job['base_prompt'])}")
+    if job["style_series_id"]:
+        picked = job["style_image_ids"]
+        images = f"{len(picked)} picked" if picked else f"a sample of {job['style_image_count']}"
+        out.print(f"[dim]style source:[/dim] series {job['style_series_id']} ({images} images)")
     branching = any(s["when"] or s["for_each"] for s in job["steps"])
     table = Table("#", "kind", "prompt", "model", "config")
     if branching:
@@ -105,17 +112,55 @@ def _print_job(job: dict[str, Any]) -> None:
         )
 
 
+StyleOption = Annotated[
+    str | None,
+    typer.Option(
+        "--style",
+        help="A series whose style profile and images the image steps are given "
+        "(style.profile in templates, style references in each request).",
+    ),
+]
+StyleImageOption = Annotated[
+    list[str] | None,
+    typer.Option("--style-image", help="An image of the style series to send (repeat it)."),
+]
+StyleCountOption = Annotated[
+    int | None,
+    typer.Option(
+        "--style-count", help="With no --style-image: how many of its images to sample (0-14)."
+    ),
+]
+
+
+def _style_fields(
+    style: str | None, style_images: list[str] | None, style_count: int | None
+) -> dict[str, Any]:
+    """The style-source arguments of the jobs service, only those given."""
+    fields: dict[str, Any] = {}
+    if style is not None:
+        fields["style_series_id"] = parse_id(style, "series")
+    if style_images:
+        fields["style_image_ids"] = [parse_id(i, "image") for i in style_images]
+    if style_count is not None:
+        fields["style_image_count"] = style_count
+    return fields
+
+
 @jobs_app.command("create")
 def jobs_create(
     series_id: str,
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="The base prompt.")],
     title: Annotated[str, typer.Option(help="A title for the job.")] = "",
+    style: StyleOption = None,
+    style_images: StyleImageOption = None,
+    style_count: StyleCountOption = None,
 ) -> None:
     """Create a job in a series from a base prompt."""
     sid = parse_id(series_id, "series")
+    fields = _style_fields(style, style_images, style_count)
 
     async def work(ctx: Context) -> dict[str, Any]:
-        job = await jobs_service.create(ctx.session, sid, title=title, base_prompt=prompt)
+        job = await jobs_service.create(ctx.session, sid, title=title, base_prompt=prompt, **fields)
         return await _job_dict(ctx, job.id)
 
     job = run(work)
@@ -123,6 +168,31 @@ def jobs_create(
     out.print(
         "Next: `cog jobs draft JOB` to let the model write the steps, or `cog jobs edit JOB`."
     )
+
+
+@jobs_app.command("style")
+def jobs_style(
+    job_id: str,
+    style: StyleOption = None,
+    style_images: StyleImageOption = None,
+    style_count: StyleCountOption = None,
+    clear: Annotated[bool, typer.Option("--clear", help="No style source any more.")] = False,
+) -> None:
+    """Set or change a job's style source (another series, or its own), or clear it."""
+    jid = parse_id(job_id, "job")
+    fields = _style_fields(style, style_images, style_count)
+    if clear and fields:
+        fail("--clear goes alone.", 2)
+    if clear:
+        fields = {"style_series_id": None}
+    if not fields:
+        fail("Give --style SERIES (with --style-image or --style-count), or --clear.", 2)
+
+    async def work(ctx: Context) -> dict[str, Any]:
+        await jobs_service.update(ctx.session, jid, **fields)
+        return await _job_dict(ctx, jid)
+
+    _print_job(run(work))
 
 
 @jobs_app.command("list")
