@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from playwright.sync_api import Browser, sync_playwright
 from cog.testing.gemini_server import GeminiTestServer
 from tests.conftest import free_port, pg_url
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, Cog, Watch, start_cog
+from tests.e2e.cli import COMMAND, CliServer, JobsCli
 from tests.e2e.processes import LATENCY_MS, STALE_AFTER_S, Proc, Server, stop_process
 
 
@@ -167,3 +169,76 @@ def cog(
     )
     yield server
     server.stop()
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pycache() -> str:
+    """Where subprocesses keep compiled modules, so each after the first starts in a second or
+    two even where PYTHONDONTWRITEBYTECODE is set (CI names its own folder)."""
+    return os.environ.get("PYTHONPYCACHEPREFIX") or str(
+        Path(tempfile.gettempdir()) / f"cog-test-pycache-{os.getuid()}"
+    )
+
+
+@pytest.fixture
+def cli(tmp_path: Path, pycache: str) -> JobsCli:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COG_", "GEMINI_", "GOOGLE_", "PYTHONDONTWRITEBYTECODE"))
+        and k not in ("VISUAL", "EDITOR")
+    }
+    env.update(
+        COG_DATA_DIR=str(tmp_path / "data"),
+        NO_COLOR="1",
+        COLUMNS="200",
+        PYTHONPYCACHEPREFIX=pycache,
+    )
+    return JobsCli(tmp_path, env)
+
+
+@pytest.fixture
+def cog_serve(cli: JobsCli) -> Iterator[Callable[..., CliServer]]:
+    """Start `cog serve` and wait until it answers; every server is stopped at the end."""
+    started: list[CliServer] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, host: str = "127.0.0.1") -> CliServer:
+        port = free_port()
+        log = cli.tmp_path / f"serve-{port}.log"
+        with log.open("w") as sink:
+            proc = subprocess.Popen(
+                [*COMMAND, "serve", "--port", str(port), *args],
+                env={**cli.env, **(env or {})},
+                cwd=cli.tmp_path,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        server = CliServer(proc, f"http://{host}:{port}", log)
+        started.append(server)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"cog serve exited with {proc.returncode}:\n{server.output()}")
+            try:
+                httpx.get(f"{server.base_url}/cog/login", timeout=1)
+                return server
+            except httpx.TransportError:
+                time.sleep(0.1)
+        pytest.fail(f"cog serve did not answer within 20 s:\n{server.output()}")
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            if server.proc.poll() is None:
+                server.proc.terminate()
+                try:
+                    server.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    server.proc.kill()
+                    server.proc.wait()
+            assert "Traceback" not in server.output(), server.output()

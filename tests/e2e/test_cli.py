@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
-import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import asyncpg
 import httpx
@@ -30,142 +22,30 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cog.config import Settings
-from cog.db.migrate import ensure_schema, head_revision
+from cog.db.migrate import head_revision
 from cog.db.models import Image
-from cog.db.session import make_engine, make_sessionmaker
-from cog.services import images as images_service
 from cog.services import series as series_service
-from cog.storage import ObjectStore, make_store
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port, make_settings, pg_url
+from cog.storage import ObjectStore
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port, pg_url
+from tests.e2e.cli import (
+    MISSING,
+    Cli,
+    CliServer,
+    Result,
+    add_image,
+    add_series,
+    seed_data,
+    stored_files,
+)
 from tests.factories import image_bytes
 
 pytestmark = pytest.mark.slow
-
-COMMAND = [sys.executable, "-m", "cog"]
-MISSING = "00000000-0000-4000-8000-000000000000"
-
-
-@dataclass(frozen=True)
-class Result:
-    args: tuple[str, ...]
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def said(self) -> str:
-        """Both streams with Rich's line wrapping undone, for looking for a message."""
-        return " ".join((self.stdout + " " + self.stderr).split())
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-@dataclass
-class Cli:
-    """Runs `cog` against one data dir, with no token and no other COG_* setting."""
-
-    tmp_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.tmp_path / "data"
-
-    @property
-    def storage_dir(self) -> Path:
-        return self.data_dir / "storage"
-
-    def settings(self) -> Settings:
-        return make_settings(self.tmp_path)  # data_dir = tmp_path / "data", as in `env`
-
-    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [*COMMAND, *args],
-            env={**self.env, **(env or {})},
-            cwd=self.tmp_path,  # so no .env file of the repository is read
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def many(
-        self, *commands: tuple[str, ...], env: dict[str, str] | None = None, timeout: float = 60
-    ) -> list[Result]:
-        """Run independent commands at the same time (each takes a second or two to start)."""
-        procs = [(args, self.start(*args, env=env)) for args in commands]
-        results = []
-        try:
-            for args, proc in procs:
-                stdout, stderr = proc.communicate(timeout=timeout)
-                results.append(Result(args, proc.returncode, stdout, stderr))
-        finally:  # none outlives the test, whatever happened
-            for _, proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        for result in results:
-            # Whatever happens, a person sees a message, never a Python traceback.
-            assert "Traceback" not in result.stderr, result
-        return results
-
-    def __call__(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60
-    ) -> Result:
-        return self.many(args, env=env, timeout=timeout)[0]
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COG_")}
-    env.update(COG_DATA_DIR=str(tmp_path / "data"), NO_COLOR="1", COLUMNS="200")
-    return Cli(tmp_path, env)
-
-
-# --- data made in-process -----------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def open_data(settings: Settings) -> AsyncIterator[tuple[AsyncSession, ObjectStore]]:
-    engine = make_engine(settings.database_url)
-    try:
-        await ensure_schema(engine, auto_upgrade=True)
-        async with make_sessionmaker(engine)() as session:
-            yield session, make_store(settings)
-    finally:
-        await engine.dispose()
-
-
-def seed(cli: Cli, work: Callable[[AsyncSession, ObjectStore], Any]) -> Any:
-    async def main() -> Any:
-        async with open_data(cli.settings()) as (session, store):
-            return await work(session, store)
-
-    return asyncio.run(main())
-
-
-async def add_series(session: AsyncSession, title: str, **fields: Any) -> str:
-    return str((await series_service.create(session, title=title, **fields)).id)
-
-
-async def add_image(
-    session: AsyncSession, store: ObjectStore, settings: Settings, series_id: str, name: str
-) -> str:
-    incoming = images_service.IncomingFile(name, io.BytesIO(image_bytes(32, 24)))
-    stored = await images_service.upload(session, store, settings, uuid.UUID(series_id), [incoming])
-    return str(stored[0].id)
-
-
-def stored_files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
 
 # --- series -------------------------------------------------------------------------------------
 
 
 def test_series_create_with_tags_and_parent_then_show(cli: Cli) -> None:
-    parent_id = seed(cli, lambda session, _store: add_series(session, "Trips"))
+    parent_id = seed_data(cli, lambda session, _store: add_series(session, "Trips"))
     child = cli(
         "series", "create", "Rome", "--parent", parent_id, "--tag", "Italy", "-t", " italy ",
         "-d", "Places I went",
@@ -203,7 +83,7 @@ def test_series_list_as_a_table_as_json_by_tag_and_by_text(cli: Cli) -> None:
         work_ = await add_series(session, "Work", description="Slides")
         return {"trips": trips, "rome": rome, "work": work_}
 
-    ids = seed(cli, work)
+    ids = seed_data(cli, work)
     table, listed, by_tag, by_text = cli.many(
         ("series", "list"),
         ("series", "list", "--json"),
@@ -232,7 +112,7 @@ def test_series_rm_refuses_a_non_empty_series_and_removes_it_recursively(cli: Cl
         image = await add_image(session, store, settings, sub, "leaf.png")
         return {"top": top, "sub": sub, "empty": empty, "image": image}
 
-    ids = seed(cli, work)
+    ids = seed_data(cli, work)
     assert len(stored_files(cli.storage_dir)) == 2  # the image and its thumbnail
 
     refused, removed_empty = cli.many(("series", "rm", ids["top"]), ("series", "rm", ids["empty"]))
@@ -246,13 +126,13 @@ def test_series_rm_refuses_a_non_empty_series_and_removes_it_recursively(cli: Cl
         page, _ = await series_service.listing(session, limit=10)
         return [s.title for s in page.items]
 
-    assert seed(cli, remaining) == ["Top"]
+    assert seed_data(cli, remaining) == ["Top"]
     assert len(stored_files(cli.storage_dir)) == 2
 
     gone = cli("series", "rm", ids["top"], "--recursive")
     assert gone.code == 0, gone
     assert f"Deleted series {ids['top']} and 1 image(s)." in gone.said
-    assert seed(cli, remaining) == []
+    assert seed_data(cli, remaining) == []
     assert stored_files(cli.storage_dir) == {}
 
 
@@ -260,7 +140,7 @@ def test_series_rm_refuses_a_non_empty_series_and_removes_it_recursively(cli: Cl
 
 
 def test_images_upload_keeps_the_images_and_names_the_refused_file(cli: Cli) -> None:
-    series_id = seed(cli, lambda session, _store: add_series(session, "Uploads"))
+    series_id = seed_data(cli, lambda session, _store: add_series(session, "Uploads"))
     files = {
         "a.png": image_bytes(40, 30, "PNG"),
         "b.jpg": image_bytes(50, 20, "JPEG", color=(10, 200, 10)),
@@ -308,7 +188,7 @@ def test_images_rm_removes_the_row_and_the_files(cli: Cli) -> None:
         gone = await add_image(session, store, settings, series_id, "gone.png")
         return series_id, kept, gone
 
-    series_id, kept, gone = seed(cli, work)
+    series_id, kept, gone = seed_data(cli, work)
     before = stored_files(cli.storage_dir)
     assert len(before) == 4  # two originals, two thumbnails
     removed = cli("images", "rm", gone)
@@ -382,7 +262,7 @@ def test_doctor_reports_what_was_broken_and_fix_repairs_it(cli: Cli) -> None:
         names = ("lost.png", "thumbless.png", "damaged.png", "fine.png")
         return {n: await add_image(session, store, settings, series_id, n) for n in names}
 
-    ids = seed(cli, work)
+    ids = seed_data(cli, work)
     root = cli.storage_dir
     original = {k: root / f"images/{i[:2]}/{i}.png" for k, i in ids.items()}
     thumbs = {k: root / f"thumbs/{i[:2]}/{i}.webp" for k, i in ids.items()}
@@ -431,7 +311,7 @@ def test_doctor_reports_what_was_broken_and_fix_repairs_it(cli: Cli) -> None:
         return {str(i) for i in (await session.scalars(sa.select(Image.id))).all()}
 
     # Only the image whose file was gone lost its row.
-    assert seed(cli, remaining) == set(ids.values()) - {ids["lost.png"]}
+    assert seed_data(cli, remaining) == set(ids.values()) - {ids["lost.png"]}
 
 
 # --- the database -------------------------------------------------------------------------------
@@ -465,65 +345,11 @@ def test_db_upgrade_on_an_empty_postgres_database(cli: Cli, empty_pg_database: s
 # --- cog serve ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen[str]
-    base_url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-
-@pytest.fixture
-def serve(cli: Cli) -> Iterator[Callable[..., Server]]:
-    """Start `cog serve` and wait until it answers; every server is stopped at the end."""
-    started: list[Server] = []
-
-    def start(*args: str, env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Server:
-        port = free_port()
-        log = cli.tmp_path / f"serve-{port}.log"
-        with log.open("w") as sink:
-            proc = subprocess.Popen(
-                [*COMMAND, "serve", "--port", str(port), *args],
-                env={**cli.env, **(env or {})},
-                cwd=cli.tmp_path,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        server = Server(proc, f"http://{host}:{port}", log)
-        started.append(server)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"cog serve exited with {proc.returncode}:\n{server.output()}")
-            try:
-                httpx.get(f"{server.base_url}/cog/login", timeout=1)
-                return server
-            except httpx.TransportError:
-                time.sleep(0.1)
-        pytest.fail(f"cog serve did not answer within 20 s:\n{server.output()}")
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            if server.proc.poll() is None:
-                server.proc.terminate()
-                try:
-                    server.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    server.proc.kill()
-                    server.proc.wait()
-            assert "Traceback" not in server.output(), server.output()
-
-
 def test_serve_migrates_a_fresh_data_dir_and_answers_over_http(
-    cli: Cli, serve: Callable[..., Server]
+    cli: Cli, cog_serve: Callable[..., CliServer]
 ) -> None:
     assert not cli.data_dir.exists()
-    server = serve()
+    server = cog_serve()
     assert (cli.data_dir / "cog.db").exists()
     with httpx.Client(base_url=server.base_url, timeout=5) as http:
         page = http.get("/cog")
@@ -552,13 +378,13 @@ def test_serve_refuses_an_empty_postgres_database(cli: Cli, empty_pg_database: s
     assert asyncio.run(_tables(empty_pg_database)) == set()  # it changed nothing
 
 
-def test_serve_off_loopback_needs_a_token(cli: Cli, serve: Callable[..., Server]) -> None:
+def test_serve_off_loopback_needs_a_token(cli: Cli, cog_serve: Callable[..., CliServer]) -> None:
     refused = cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), timeout=20)
     assert refused.code != 0, refused
     assert "refusing to listen on 0.0.0.0 without a token" in refused.said
     assert "COG_API_TOKEN" in refused.said
 
-    server = serve("--host", "0.0.0.0", env={"COG_API_TOKEN": "s3cret"})
+    server = cog_serve("--host", "0.0.0.0", env={"COG_API_TOKEN": "s3cret"})
     with httpx.Client(base_url=server.base_url, timeout=5) as http:
         assert http.get("/api/series").status_code == 401
         assert http.get("/cog", headers={"Accept": "text/html"}).status_code == 303

@@ -11,14 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.runtime import Runtime
 from cog.services import series as series_service
-from tests.e2e import test_cli_jobs
-from tests.e2e.test_cli_jobs import Call, JobsCli, add_job, editor, flat, run_here, seed, seen
+from tests.e2e.cli import Call, JobsCli, add_job, editor, flat, run_here, seed, seen
 from tests.integration.test_branching_api import SCENES
 
 pytestmark = pytest.mark.slow
-# The fixtures of the jobs commands' tests.
-cli = test_cli_jobs.cli
-pycache = test_cli_jobs.pycache
 
 BRANCHING: list[dict[str, Any]] = [
     {"kind": "llm", "prompt": "List the scenes of {{ base_prompt }}", "config": {"schema": SCENES}},

@@ -15,12 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.services import images as images_service
 from cog.storage import ObjectStore
-from tests.e2e.test_cli import MISSING, Cli, add_image, add_series, seed, stored_files
+from tests.e2e.cli import MISSING, Cli, add_image, add_series, seed_data, stored_files
 
 # Commands read stdin from /dev/null (never the terminal pytest may run in), as in CI.
-from tests.e2e.test_cli_jobs import cli, pycache
-
-__all__ = ["cli", "pycache"]
 
 
 def picture(path: Path, color: tuple[int, int, int], fmt: str = "PNG") -> bytes:
@@ -48,7 +45,7 @@ def test_mv_tag_untag_and_rm_by_ids_and_by_filter(cli: Cli) -> None:
         ids += [await add_image(session, store, settings, sub, "s.png")]
         return {"top": top, "sub": sub, "other": other, "ids": ids}
 
-    made = seed(cli, work)
+    made = seed_data(cli, work)
     top, sub, other, ids = made["top"], made["sub"], made["other"], made["ids"]
     assert isinstance(ids, list)
 
@@ -113,7 +110,7 @@ def test_export_writes_a_zip_with_a_progress_bar_and_a_manifest(cli: Cli) -> Non
         ids.append(await add_image(session, store, settings, sub, "dinghy.png"))
         return top, ids
 
-    top, ids = seed(cli, work)
+    top, ids = seed_data(cli, work)
     result = cli("images", "export", "--series", top, "--recursive", "-o", "harbour.zip")
     assert result.code == 0, result
     assert "Wrote 2 image(s) to harbour.zip" in result.said
@@ -158,7 +155,7 @@ def test_import_skips_duplicates_and_names_what_it_refused(cli: Cli) -> None:
         )
         return series_id, str(stored[0].id)
 
-    series_id, old_id = seed(cli, work)
+    series_id, old_id = seed_data(cli, work)
     result = cli("images", "import", series_id, str(folder))
     assert result.code == 1, result  # a file was refused
     assert "Imported 2 image(s), skipped 2 duplicate(s), refused 1 file(s)." in result.said

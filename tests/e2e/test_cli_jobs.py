@@ -8,190 +8,48 @@ a command. Each command costs a few seconds of start-up, so independent ones run
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import pty
 import re
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cog.config import Settings
-from cog.db import runs as runs_db
-from cog.db.migrate import ensure_schema
-from cog.engine.executor import EmbeddedExecutor
 from cog.runtime import Runtime
 from cog.services import images as images_service
 from cog.services import jobs as jobs_service
-from cog.services import runs as runs_service
 from cog.services import series as series_service
 from cog.testing.gemini_server import GeminiTestServer
 from tests.conftest import make_settings, pg_url
-from tests.e2e.test_cli import COMMAND, MISSING, Cli, Result, stored_files
+from tests.e2e.cli import (
+    MARKUP,
+    MISSING,
+    TWO_STEPS,
+    UUID,
+    Call,
+    JobsCli,
+    add_job,
+    editor,
+    flat,
+    gemini_env,
+    job_runs,
+    run_here,
+    run_line,
+    saved_steps,
+    seed,
+    seen,
+    stored_files,
+)
 
 pytestmark = pytest.mark.slow
-
-T = TypeVar("T")
-UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-# Text that reads as Rich markup; Cog must print it as it is, never style it or choke on it.
-MARKUP = "[/x] [bold]"
-TWO_STEPS: list[dict[str, Any]] = [
-    {"kind": "llm", "prompt": "Describe {{ base_prompt }} in one line."},
-    {"kind": "image", "prompt": "{{ steps[0].text }}", "config": {"count": 2}},
-]
-
-
-class Call(NamedTuple):
-    """One command of `JobsCli.each`: its arguments, settings of its own, and its stdin."""
-
-    args: tuple[str, ...]
-    env: dict[str, str]
-    stdin: int = subprocess.DEVNULL
-
-
-@dataclass
-class JobsCli(Cli):
-    """`Cli` whose commands read stdin from /dev/null unless told otherwise: never from the
-    terminal pytest may run in, where a command that asked a question would wait for an answer."""
-
-    def start(
-        self, *args: str, env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL
-    ) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [*COMMAND, *args],
-            env={**self.env, **(env or {})},
-            cwd=self.tmp_path,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def each(self, *calls: Call, timeout: float = 60) -> list[Result]:
-        """Like `many`, each command with settings and a stdin of its own."""
-        procs = [(c.args, self.start(*c.args, env=c.env, stdin=c.stdin)) for c in calls]
-        results = []
-        try:
-            for args, proc in procs:
-                stdout, stderr = proc.communicate(timeout=timeout)
-                results.append(Result(args, proc.returncode, stdout, stderr))
-        finally:
-            for _, proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        for result in results:
-            assert "Traceback" not in result.stderr, result
-        return results
-
-
-@pytest.fixture(scope="module")
-def pycache() -> str:
-    """Where subprocesses keep compiled modules, so each after the first starts in a second or
-    two even where PYTHONDONTWRITEBYTECODE is set (CI names its own folder)."""
-    return os.environ.get("PYTHONPYCACHEPREFIX") or str(
-        Path(tempfile.gettempdir()) / f"cog-test-pycache-{os.getuid()}"
-    )
-
-
-@pytest.fixture
-def cli(tmp_path: Path, pycache: str) -> JobsCli:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("COG_", "GEMINI_", "GOOGLE_", "PYTHONDONTWRITEBYTECODE"))
-        and k not in ("VISUAL", "EDITOR")
-    }
-    env.update(
-        COG_DATA_DIR=str(tmp_path / "data"),
-        NO_COLOR="1",
-        COLUMNS="200",
-        PYTHONPYCACHEPREFIX=pycache,
-    )
-    return JobsCli(tmp_path, env)
-
-
-def gemini_env(server: GeminiTestServer) -> dict[str, str]:
-    return {
-        "COG_PROVIDER": "gemini",
-        "COG_GEMINI_BASE_URL": server.base_url,
-        "GOOGLE_API_KEY": "test",
-        "COG_PROVIDER_RETRY_INITIAL_S": "0.01",
-    }
-
-
-# --- data made in-process -----------------------------------------------------------------------
-
-
-def seed(settings: Settings, work: Callable[[Runtime, AsyncSession], Awaitable[T]]) -> T:
-    """Run `work` on a runtime (preview providers unless `settings` say otherwise)."""
-
-    async def main() -> T:
-        runtime = Runtime.build(settings)
-        try:
-            await ensure_schema(runtime.engine, auto_upgrade=True)
-            async with runtime.sessions() as session:
-                return await work(runtime, session)
-        finally:
-            await runtime.stop()
-
-    return asyncio.run(main())
-
-
-async def add_job(
-    session: AsyncSession,
-    series_id: uuid.UUID,
-    steps: list[dict[str, Any]] = TWO_STEPS,
-    base_prompt: str = "a lighthouse at dusk",
-) -> str:
-    job = await jobs_service.create(session, series_id, title="", base_prompt=base_prompt)
-    await jobs_service.replace_steps(session, job.id, steps)
-    return str(job.id)
-
-
-async def run_here(runtime: Runtime, job_id: str) -> dict[str, Any]:
-    """Run a job to its end in this process, as `cog jobs run --wait` does."""
-    async with runtime.sessions() as session:
-        started = await runs_service.start(session, uuid.UUID(job_id))
-        executor = EmbeddedExecutor(runtime.runner_deps(), name="test")
-        assert await runs_db.claim(session, started.id, executor.name, batch_limit=1)
-    await executor.run_claimed(started.id)
-    async with runtime.sessions() as session:
-        return await runs_service.view(session, started.id)
-
-
-async def job_runs(session: AsyncSession, job_id: str) -> list[dict[str, Any]]:
-    return (await runs_service.history(session, uuid.UUID(job_id))).items
-
-
-async def saved_steps(session: AsyncSession, job_id: str) -> list[dict[str, Any]]:
-    rows = await jobs_service.steps(session, uuid.UUID(job_id))
-    return [{"kind": r.kind, "prompt": r.prompt, "config": r.config} for r in rows]
-
-
-def flat(text: str) -> str:
-    """Text with Rich's padding and line wrapping undone."""
-    return " ".join(text.split())
-
-
-def run_line(result: Result) -> tuple[str, str, int]:
-    """The run id, status and image count from `jobs run --wait`'s last word."""
-    found = re.search(rf"Run ({UUID}) (\w+): (\d+) image\(s\) made\.", result.said)
-    assert found, result
-    return found[1], found[2], int(found[3])
-
 
 # --- the whole story, with the preview provider --------------------------------------------------
 
@@ -374,27 +232,6 @@ def test_ctrl_c_cancels_the_run_it_waits_for(cli: JobsCli, gemini: GeminiTestSer
 
 # --- cog jobs edit ------------------------------------------------------------------------------
 
-EDITOR = '''\
-"""A scripted editor: keeps a copy of what it is given, then writes the next of CALLS in
-its place (None: leaves the file as it is; a str: written as it is)."""
-import json, shutil, sys
-from pathlib import Path
-
-import yaml
-
-path, me = Path(sys.argv[-1]), Path(__file__)
-counter = me.with_suffix(".calls")
-n = int(counter.read_text()) if counter.exists() else 0
-counter.write_text(str(n + 1))
-shutil.copy(path, me.with_suffix(f".seen{n}{path.suffix}"))
-steps = CALLS[n]
-if isinstance(steps, str):
-    path.write_text(steps)
-elif steps is not None and path.suffix == ".json":
-    path.write_text(json.dumps({"steps": steps}))
-elif steps is not None:
-    path.write_text(yaml.safe_dump({"steps": steps}))
-'''
 EDITED: list[dict[str, Any]] = [
     {"kind": "image", "prompt": "A woodcut of {{ base_prompt }}", "config": {"count": 3}},
 ]
@@ -405,18 +242,6 @@ AS_JSON: list[dict[str, Any]] = [
 UNKNOWN_KEY: list[dict[str, Any]] = [
     {"kind": "image", "prompt": "{{ base_prompt }}", "config": {"colour": "red"}},
 ]
-
-
-def editor(tmp_path: Path, name: str, *calls: list[dict[str, Any]] | str | None) -> dict[str, str]:
-    """$EDITOR for a script whose n-th opening writes `calls[n]`."""
-    script = tmp_path / f"editor_{name}.py"  # named so it shadows no module on sys.path
-    script.write_text(EDITOR.replace("CALLS", repr(list(calls))))
-    return {"EDITOR": f"{sys.executable} {script}"}
-
-
-def seen(tmp_path: Path, name: str, n: int, suffix: str = ".yaml") -> str:
-    """What the editor `name` was given on its n-th opening."""
-    return (tmp_path / f"editor_{name}.seen{n}{suffix}").read_text()
 
 
 def test_edit_in_yaml_and_json_and_refused_edits_change_nothing(cli: JobsCli) -> None:

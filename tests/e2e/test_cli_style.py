@@ -10,12 +10,10 @@ from typing import Any
 import pytest
 
 from cog.testing.gemini_server import GeminiTestServer
-from tests.e2e.test_cli_jobs import UUID, JobsCli, cli, flat, gemini_env, pycache
+from tests.e2e.cli import UUID, JobsCli, flat, gemini_env
 from tests.factories import image_bytes
 
 pytestmark = pytest.mark.slow
-
-__all__ = ["cli", "pycache"]  # fixtures, used by name
 
 
 def created_id(result: Any) -> str:

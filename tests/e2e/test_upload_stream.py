@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import pg_url
-from tests.e2e.test_cli import Cli, Server, cli, serve  # noqa: F401 - fixtures
+from tests.e2e.cli import Cli, CliServer
 from tests.factories import image_bytes
 
 pytestmark = pytest.mark.slow
@@ -89,11 +89,11 @@ def server_env(request: pytest.FixtureRequest) -> dict[str, str]:
 
 def test_a_200_mb_upload_sent_slowly_is_refused_in_bounded_memory(
     server_env: dict[str, str],  # first: its database outlives the server
-    cli: Cli,  # noqa: F811
-    serve: Callable[..., Server],  # noqa: F811
+    cli: Cli,
+    cog_serve: Callable[..., CliServer],
     request: pytest.FixtureRequest,
 ) -> None:
-    server = serve(env=server_env)
+    server = cog_serve(env=server_env)
     pid = server.proc.pid
     with httpx.Client(base_url=server.base_url, timeout=120) as http:
         series = http.post("/api/series", json={"title": "Slow"}).json()
