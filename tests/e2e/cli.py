@@ -53,6 +53,14 @@ class Result:
         return json.loads(self.stdout)
 
 
+class Call(NamedTuple):
+    """One command of `Cli.each`: its arguments, settings of its own, and its stdin."""
+
+    args: tuple[str, ...]
+    env: dict[str, str]
+    stdin: int = subprocess.DEVNULL
+
+
 @dataclass
 class Cli:
     """Runs `cog` against one data dir, with no token and no other COG_* setting."""
@@ -71,11 +79,16 @@ class Cli:
     def settings(self) -> Settings:
         return make_settings(self.tmp_path)  # data_dir = tmp_path / "data", as in `env`
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL
+    ) -> subprocess.Popen[str]:
+        """Stdin is /dev/null unless told otherwise: never the terminal pytest may run in,
+        where a command that asked a question would wait for an answer."""
         return subprocess.Popen(
             [*COMMAND, *args],
             env={**self.env, **(env or {})},
             cwd=self.tmp_path,  # so no .env file of the repository is read
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -85,7 +98,11 @@ class Cli:
         self, *commands: tuple[str, ...], env: dict[str, str] | None = None, timeout: float = 60
     ) -> list[Result]:
         """Run independent commands at the same time (each takes a second or two to start)."""
-        procs = [(args, self.start(*args, env=env)) for args in commands]
+        return self.each(*(Call(args, env or {}) for args in commands), timeout=timeout)
+
+    def each(self, *calls: Call, timeout: float = 60) -> list[Result]:
+        """Like `many`, each command with settings and a stdin of its own."""
+        procs = [(c.args, self.start(*c.args, env=c.env, stdin=c.stdin)) for c in calls]
         results = []
         try:
             for args, proc in procs:
@@ -162,50 +179,6 @@ TWO_STEPS: list[dict[str, Any]] = [
     {"kind": "llm", "prompt": "Describe {{ base_prompt }} in one line."},
     {"kind": "image", "prompt": "{{ steps[0].text }}", "config": {"count": 2}},
 ]
-
-
-class Call(NamedTuple):
-    """One command of `JobsCli.each`: its arguments, settings of its own, and its stdin."""
-
-    args: tuple[str, ...]
-    env: dict[str, str]
-    stdin: int = subprocess.DEVNULL
-
-
-@dataclass
-class JobsCli(Cli):
-    """`Cli` whose commands read stdin from /dev/null unless told otherwise: never from the
-    terminal pytest may run in, where a command that asked a question would wait for an answer."""
-
-    def start(
-        self, *args: str, env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL
-    ) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [*COMMAND, *args],
-            env={**self.env, **(env or {})},
-            cwd=self.tmp_path,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def each(self, *calls: Call, timeout: float = 60) -> list[Result]:
-        """Like `many`, each command with settings and a stdin of its own."""
-        procs = [(c.args, self.start(*c.args, env=c.env, stdin=c.stdin)) for c in calls]
-        results = []
-        try:
-            for args, proc in procs:
-                stdout, stderr = proc.communicate(timeout=timeout)
-                results.append(Result(args, proc.returncode, stdout, stderr))
-        finally:
-            for _, proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        for result in results:
-            assert "Traceback" not in result.stderr, result
-        return results
 
 
 def gemini_env(server: GeminiTestServer) -> dict[str, str]:

@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, sync_playwright
 from cog.testing.gemini_server import GeminiTestServer
 from tests.conftest import free_port, pg_url
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, Cog, Watch, start_cog
-from tests.e2e.cli import COMMAND, CliServer, JobsCli
+from tests.e2e.cli import COMMAND, Cli, CliServer
 from tests.e2e.processes import LATENCY_MS, STALE_AFTER_S, Proc, Server, stop_process
 
 
@@ -184,7 +184,7 @@ def pycache() -> str:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, pycache: str) -> JobsCli:
+def cli(tmp_path: Path, pycache: str) -> Cli:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -197,11 +197,11 @@ def cli(tmp_path: Path, pycache: str) -> JobsCli:
         COLUMNS="200",
         PYTHONPYCACHEPREFIX=pycache,
     )
-    return JobsCli(tmp_path, env)
+    return Cli(tmp_path, env)
 
 
 @pytest.fixture
-def cog_serve(cli: JobsCli) -> Iterator[Callable[..., CliServer]]:
+def cog_serve(cli: Cli) -> Iterator[Callable[..., CliServer]]:
     """Start `cog serve` and wait until it answers; every server is stopped at the end."""
     started: list[CliServer] = []
 

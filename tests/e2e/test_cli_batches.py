@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cog.testing.gemini_server import GeminiTestServer
-from tests.e2e.cli import UUID, JobsCli, flat, gemini_env
+from tests.e2e.cli import UUID, Cli, flat, gemini_env
 from tests.factories import image_bytes
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ STEPS = """steps:
 
 
 def test_a_batch_waited_for_in_the_terminal_and_the_batch_commands(
-    cli: JobsCli, gemini: GeminiTestServer
+    cli: Cli, gemini: GeminiTestServer
 ) -> None:
     env = gemini_env(gemini)
     series_id = cli("series", "create", "Sketches").stdout.split()[-1]

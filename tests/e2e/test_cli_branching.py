@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.runtime import Runtime
 from cog.services import series as series_service
-from tests.e2e.cli import Call, JobsCli, add_job, editor, flat, run_here, seed, seen
+from tests.e2e.cli import Call, Cli, add_job, editor, flat, run_here, seed, seen
 from tests.integration.test_branching_api import SCENES
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ BRANCHING: list[dict[str, Any]] = [
 
 
 def test_edit_round_trips_conditions_loops_and_schemas_and_show_shows_them(
-    cli: JobsCli,
+    cli: Cli,
 ) -> None:
     settings = cli.settings()
 

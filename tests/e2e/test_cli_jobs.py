@@ -35,7 +35,7 @@ from tests.e2e.cli import (
     TWO_STEPS,
     UUID,
     Call,
-    JobsCli,
+    Cli,
     add_job,
     editor,
     flat,
@@ -54,7 +54,7 @@ pytestmark = pytest.mark.slow
 # --- the whole story, with the preview provider --------------------------------------------------
 
 
-def test_create_draft_run_show_and_list_with_the_preview_provider(cli: JobsCli) -> None:
+def test_create_draft_run_show_and_list_with_the_preview_provider(cli: Cli) -> None:
     made = cli("series", "create", "Harbours")
     assert made.code == 0, made
     series_id = made.stdout.split()[-1]
@@ -120,7 +120,7 @@ def test_create_draft_run_show_and_list_with_the_preview_provider(cli: JobsCli) 
 
 
 @pytest.mark.postgres
-def test_run_wait_on_postgres(cli: JobsCli, pg_database: str) -> None:
+def test_run_wait_on_postgres(cli: Cli, pg_database: str) -> None:
     url = pg_url(pg_database)
     settings = make_settings(cli.tmp_path, database_url=url, provider="preview")
 
@@ -150,7 +150,7 @@ def test_run_wait_on_postgres(cli: JobsCli, pg_database: str) -> None:
 # --- Gemini, through the fake server ------------------------------------------------------------
 
 
-def test_a_safety_block_fails_the_run_and_says_why(cli: JobsCli, gemini: GeminiTestServer) -> None:
+def test_a_safety_block_fails_the_run_and_says_why(cli: Cli, gemini: GeminiTestServer) -> None:
     settings = cli.settings()
 
     async def work(_runtime: Runtime, session: AsyncSession) -> tuple[str, str]:
@@ -195,7 +195,7 @@ def sigint_delivered() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def test_ctrl_c_cancels_the_run_it_waits_for(cli: JobsCli, gemini: GeminiTestServer) -> None:
+def test_ctrl_c_cancels_the_run_it_waits_for(cli: Cli, gemini: GeminiTestServer) -> None:
     settings = cli.settings()
 
     async def work(_runtime: Runtime, session: AsyncSession) -> str:
@@ -244,7 +244,7 @@ UNKNOWN_KEY: list[dict[str, Any]] = [
 ]
 
 
-def test_edit_in_yaml_and_json_and_refused_edits_change_nothing(cli: JobsCli) -> None:
+def test_edit_in_yaml_and_json_and_refused_edits_change_nothing(cli: Cli) -> None:
     settings = cli.settings()
 
     async def work(_runtime: Runtime, session: AsyncSession) -> list[str]:
@@ -335,7 +335,7 @@ def test_edit_in_yaml_and_json_and_refused_edits_change_nothing(cli: JobsCli) ->
 # --- rm, cancel, and ids that are wrong ---------------------------------------------------------
 
 
-def test_rm_keeps_the_images_cancel_refuses_a_finished_run_and_bad_ids(cli: JobsCli) -> None:
+def test_rm_keeps_the_images_cancel_refuses_a_finished_run_and_bad_ids(cli: Cli) -> None:
     settings = make_settings(cli.tmp_path, provider="preview")
 
     async def work(runtime: Runtime, session: AsyncSession) -> tuple[str, str, str, dict[str, Any]]:

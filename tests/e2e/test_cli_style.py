@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cog.testing.gemini_server import GeminiTestServer
-from tests.e2e.cli import UUID, JobsCli, flat, gemini_env
+from tests.e2e.cli import UUID, Cli, flat, gemini_env
 from tests.factories import image_bytes
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ def created_id(result: Any) -> str:
     return found[-1]
 
 
-def test_inheriting_and_the_style_profile_from_the_terminal(cli: JobsCli) -> None:
+def test_inheriting_and_the_style_profile_from_the_terminal(cli: Cli) -> None:
     parent = created_id(cli("series", "create", "Autumn", "-d", "Low sun"))
     child = created_id(
         cli("series", "create", "Forest", "--parent", parent, "--no-inherit", "-d", "Pines")
@@ -50,7 +50,7 @@ def test_inheriting_and_the_style_profile_from_the_terminal(cli: JobsCli) -> Non
     assert cli("series", "show", child, "--json").json()["style_profile"] == ""
 
 
-def test_a_restyle_waited_for_in_the_terminal(cli: JobsCli, gemini: GeminiTestServer) -> None:
+def test_a_restyle_waited_for_in_the_terminal(cli: Cli, gemini: GeminiTestServer) -> None:
     env = gemini_env(gemini)
     photos = created_id(cli("series", "create", "Photos"))
     style = created_id(cli("series", "create", "Gouache"))
@@ -88,7 +88,7 @@ def test_a_restyle_waited_for_in_the_terminal(cli: JobsCli, gemini: GeminiTestSe
     assert refused.code == 2  # neither images nor --series
 
 
-def test_a_jobs_style_source_from_the_terminal(cli: JobsCli) -> None:
+def test_a_jobs_style_source_from_the_terminal(cli: Cli) -> None:
     mine = created_id(cli("series", "create", "Harbour"))
     style = created_id(cli("series", "create", "Woodcuts"))
     job = created_id(

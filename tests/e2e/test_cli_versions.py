@@ -16,7 +16,7 @@ from cog.runtime import Runtime
 from cog.services import images as images_service
 from cog.services import series as series_service
 from cog.testing.gemini_server import GeminiTestServer
-from tests.e2e.cli import MISSING, JobsCli, gemini_env, seed
+from tests.e2e.cli import MISSING, Cli, gemini_env, seed
 from tests.factories import image_bytes
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def gemini() -> Iterator[GeminiTestServer]:
 
 
 def test_edit_replace_restore_split_and_list(
-    cli: JobsCli,
+    cli: Cli,
     gemini: GeminiTestServer,
 ) -> None:
     original = image_bytes(48, 32, color=(30, 60, 200))
