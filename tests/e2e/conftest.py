@@ -62,7 +62,7 @@ def gemini_url(tmp_path: Path, base_env: dict[str, str]) -> Iterator[str]:
         assert url.startswith("http://127.0.0.1:"), fake.output()
         yield url
     finally:
-        stop_process(fake)
+        stop_process(fake.proc)
         if proc.stdout is not None:
             proc.stdout.close()
 
@@ -123,7 +123,7 @@ def serve(
         yield start
     finally:
         for server in started:
-            stop_process(server)
+            stop_process(server.proc)
         for server in started:
             assert "Traceback" not in server.output(), server.output()
 
@@ -234,11 +234,5 @@ def cog_serve(cli: Cli) -> Iterator[Callable[..., CliServer]]:
         yield start
     finally:
         for server in started:
-            if server.proc.poll() is None:
-                server.proc.terminate()
-                try:
-                    server.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    server.proc.kill()
-                    server.proc.wait()
+            stop_process(server.proc)
             assert "Traceback" not in server.output(), server.output()

@@ -48,14 +48,15 @@ class Server(Proc):
         self.proc.wait(timeout=10)
 
 
-def stop_process(running: Proc) -> None:
-    if running.proc.poll() is None:
-        running.proc.terminate()
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Ask it to stop; kill it if it has not within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
         try:
-            running.proc.wait(timeout=10)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            running.proc.kill()
-            running.proc.wait()
+            proc.kill()
+            proc.wait()
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:

@@ -129,7 +129,7 @@ def serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
             time.sleep(0.05)
         yield server
     finally:
-        stop_process(server)
+        stop_process(server.proc)
     assert "Traceback" not in server.output(), server.output()
 
 
@@ -163,7 +163,7 @@ def workers(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[..., Worke
         yield start
     finally:
         for worker in started:
-            stop_process(worker)
+            stop_process(worker.proc)
 
 
 def claimed_by(database_url: str, run_id: str) -> str | None:
@@ -326,7 +326,7 @@ def test_a_worker_carries_on_after_the_database_went_away_for_a_few_seconds(
             assert run["status"] == "succeeded", run
             assert len(series_images(http, series_id)) == 3
         assert worker.proc.poll() is None, worker.output()
-        stop_process(worker)  # while the database is there, so it stops at once
+        stop_process(worker.proc)  # while the database is there, so it stops at once
     assert later in worker.claimed(), worker.output()
     assert proxy.connections > 2  # it reconnected after the outage
     # The lost database is not taken for a fault of the run. (procrastinate itself may log
