@@ -23,11 +23,12 @@ count N), warms up with two runs, then:
    minus the time the provider calls alone take. That is measured by calling the Gemini provider
    directly (the same SDK, the same fake server, the same prompt) N times at once under the same
    concurrency limit, many times over, and taking the median. What is left is what Cog adds per
-   step: rendering, the step's status writes, verifying each image and making its WebP thumbnail,
-   writing the file and thumbnail to the store, the image row and its step record committed
-   together, and the run's own start and finish, spread over the K steps. For scale, the time
-   `verify_image` (decode and thumbnail) takes for N of the server's images, one after another,
-   is reported beside it.
+   step: rendering and the step's decisions (condition, loop), its status writes, checking each
+   image (its structure; the pixels are decoded, and the thumbnail made, when first shown),
+   writing the file to the store, the image rows committed with the step's record (the images
+   ready together in one transaction), and the run's own start and finish, spread over the K
+   steps. For scale, the time a full `verify_image` (decode and thumbnail, as an upload gets)
+   takes for N of the server's images, one after another, is reported beside it.
 
 3. Fan-out: with L set, a second job of one llm step that lists M items (`--fanout-items`, 8;
    a structured answer) and one image step with `for_each` over them, run `--repeats` times.
@@ -447,7 +448,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=4, help="images N per step (1..8)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs at latency L")
     parser.add_argument(
-        "--overhead-repeats", type=int, default=10, help="timed runs at L = 0 (they are short)"
+        "--overhead-repeats",
+        type=int,
+        default=30,
+        help="timed runs at L = 0 (they are short; the figure varies from run to run, so many)",
     )
     parser.add_argument(
         "--image-size", choices=["1K", "2K", "4K"], default=None, help="default: the model's"
