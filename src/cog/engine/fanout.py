@@ -19,7 +19,6 @@ from cog.db import runs as runs_db
 from cog.db.models import StepRun
 from cog.domain import StepKind, StepStatus
 from cog.engine.branching import ITEM
-from cog.engine.context import with_style_marker
 from cog.engine.imagecalls import ImageCall, StepImages
 from cog.engine.prompts import StepOutput, render
 from cog.errors import CogError, ProviderError
@@ -152,8 +151,7 @@ class FanOut:
                 style=context["style"],
                 extra={ITEM: it.item},
             )
-            if spec.kind is StepKind.image and runner.style is not None:
-                it.prompt = with_style_marker(it.prompt, runner.style, len(runner.style.image_ids))
+            it.prompt = runner.styled(spec, it.prompt)
             if not it.prompt:
                 raise StepFailed(
                     f"The prompt rendered to nothing for item {it.index}; the model needs some "

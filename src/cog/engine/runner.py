@@ -208,8 +208,7 @@ class Runner:
             )
             if not prompt:
                 raise StepFailed("The prompt rendered to nothing; the model needs some text.")
-            if spec.kind is StepKind.image and self.style is not None:
-                prompt = with_style_marker(prompt, self.style, len(self.style.image_ids))
+            prompt = self.styled(spec, prompt)
             await self._update_step(
                 row.id,
                 status=StepStatus.running,
@@ -252,6 +251,12 @@ class Runner:
             usage=dataclasses.asdict(tally.usage),
         )
         return output
+
+    def styled(self, spec: StepSpec, prompt: str) -> str:
+        """An image step's prompt, ending with the line that marks the style references."""
+        if spec.kind is StepKind.image and self.style is not None:
+            return with_style_marker(prompt, self.style, len(self.style.image_ids))
+        return prompt
 
     def context(self, outputs: list[StepOutput]) -> dict[str, Any]:
         """What the step's prompt, condition and loop see."""

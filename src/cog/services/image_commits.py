@@ -82,9 +82,7 @@ class ImageCommits:
                 while not entry.outcome.done():
                     with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.shield(entry.outcome)
-                if _committed(entry.outcome):
-                    raise  # the rows and the file stay; the cancellation goes on
-                raise
+                raise  # committed or not, the cancellation goes on; the files are seen to below
             await entry.outcome
         except BaseException:
             if not _committed(entry.outcome):
