@@ -102,6 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=int, default=300, help="the fake Gemini's latency")
     parser.add_argument("--steps", type=int, default=2, help="image steps in the job")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--workers", type=int, default=1, help="`cog serve --workers`")
     parser.add_argument("--seed", type=int, default=7, help="seed of the clients' choices")
     parser.add_argument(
         "--quick",
@@ -140,13 +141,14 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def start_server(env: dict[str, str], folder: Path) -> Server:
+def start_server(env: dict[str, str], folder: Path, workers: int = 1) -> Server:
     """`cog serve` on a free loopback port; answers once it serves the API."""
     port = free_port()
     log = folder / "serve.log"
+    command = [sys.executable, "-m", "cog", "serve", "--port", str(port), "--workers", str(workers)]
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cog", "serve", "--port", str(port)],
+            command,
             env=env,
             cwd=folder,  # no .env file of the repository is read
             stdout=sink,
@@ -197,15 +199,44 @@ def process_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (`cog serve --workers N` answers from child processes)."""
+    parents: dict[int, list[int]] = defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents[ppid].append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(parents.get(current, []))
+    return found
+
+
+def tree_cpu_s(pid: int) -> float | None:
+    """CPU time of a process and its live descendants."""
+    times = [process_cpu_s(p) for p in process_tree(pid)]
+    known = [t for t in times if t is not None]
+    return sum(known) if known else None
+
+
 def peak_rss_mb(pid: int) -> float | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return None
+    """Peak resident memory of a process and its descendants, added up."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return round(total / 1024, 1) if total else None
 
 
 def machine_ticks() -> tuple[int, int] | None:
@@ -238,7 +269,7 @@ class Usage:
     @classmethod
     def now(cls, server_pid: int, gemini_pid: int) -> Usage:
         return cls(
-            process_cpu_s(server_pid),
+            tree_cpu_s(server_pid),
             process_cpu_s(gemini_pid),
             time.process_time(),
             machine_ticks(),
@@ -556,7 +587,7 @@ async def bench(
             "COG_GEMINI_BASE_URL": gemini_url,
             "GOOGLE_API_KEY": "test",
         }
-        server = start_server(env, root)
+        server = start_server(env, root, args.workers)
         try:
             console.print(
                 f"{args.clients} clients for {args.seconds:g} s against {server.base_url}, "
@@ -675,6 +706,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "params": {
             "database": args.database,
+            "workers": args.workers,
             "clients": args.clients,
             "seconds": args.seconds,
             "images": args.images,

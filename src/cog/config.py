@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="Region of the S3 bucket.")
     host: str = Field("127.0.0.1", description="Address `cog serve` listens on.")
     port: int = Field(8000, description="Port `cog serve` listens on.")
+    web_workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        1, description="Processes `cog serve` answers with; each also executes runs."
+    )
     api_token: SecretStr | None = Field(
         None, description="Token every route requires; required off loopback."
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,6 +16,9 @@ from cog.db import queue as queue_db
 from cog.db.session import make_engine
 from cog.errors import CogError, SchemaOutOfDate
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
 
@@ -24,17 +27,23 @@ def serve(
         str | None, typer.Option(help="Address to listen on. [default: 127.0.0.1]")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on. [default: 8000]")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Processes that answer requests (COG_WEB_WORKERS). [default: 1]"
+        ),
+    ] = None,
 ) -> None:
     """Start the web app and the API (http://127.0.0.1:8000/cog)."""
     import uvicorn
-
-    from cog.web.app import create_app
 
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
+    if workers is not None:
+        overrides["web_workers"] = workers
     settings = load_settings(**overrides)
     refuse_queue_on_sqlite(settings)
     if not is_loopback(settings.host) and settings.token is None:
@@ -46,21 +55,43 @@ def serve(
     try:
         # Before uvicorn starts: a failure in its lifespan would be logged as a traceback.
         asyncio.run(_prepare_database(settings))
-        application = create_app(settings)
+        application = None if settings.web_workers > 1 else serving_app(settings)
     except CogError as exc:
         fail(exc.message, 1)
-    # What the process keeps until it ends (modules, the app, its schemas) is set aside from the
-    # garbage collector, so a full collection walks only what was made since. Under load, a
-    # full collection of it all stopped every request for 100 ms and more every few seconds.
-    gc.collect()
-    gc.freeze()
     data_dir = escape(str(settings.data_dir))
-    err.print(f"Cog on http://{settings.host}:{settings.port}/cog  (data: {data_dir})")
+    processes = f", {settings.web_workers} processes" if settings.web_workers > 1 else ""
+    err.print(f"Cog on http://{settings.host}:{settings.port}/cog  (data: {data_dir}{processes})")
+    if application is None:
+        # Each worker process builds its app from the same environment (and `.env`); the
+        # address comes from here. Every process runs an embedded executor: runs are claimed
+        # in the database, so none runs twice, and the concurrency limits hold per process.
+        uvicorn.run(
+            "cog.cli.serve:serving_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.web_workers,
+            log_level="info",
+        )
+        return
     config = uvicorn.Config(application, host=settings.host, port=settings.port, log_level="info")
     server = uvicorn.Server(config)
     server.run()
     if not server.started:
         raise typer.Exit(1)
+
+
+def serving_app(settings: Settings | None = None) -> FastAPI:
+    """The app one serving process answers with (each worker process calls this itself)."""
+    from cog.web.app import create_app
+
+    application = create_app(settings or load_settings())
+    # What the process keeps until it ends (modules, the app, its schemas) is set aside from the
+    # garbage collector, so a full collection walks only what was made since. Under load, a
+    # full collection of it all stopped every request for 100 ms and more every few seconds.
+    gc.collect()
+    gc.freeze()
+    return application
 
 
 def refuse_queue_on_sqlite(settings: Settings) -> None:
