@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from cog.db import series as series_db
 from cog.db.base import tag_filter
@@ -63,6 +63,30 @@ class FileFacts:
 
 async def get(session: AsyncSession, image_id: uuid.UUID) -> Image | None:
     return await session.get(Image, image_id)
+
+
+_IMAGES = Image.__table__
+_VERSIONS = ImageVersion.__table__
+# On the bare tables, not the mapped classes: a gallery asks for dozens of thumbnails a page,
+# and this skips the ORM's work for each (a third of the lookup's time).
+_FILE_OF = sa.select(
+    _IMAGES.c.id,
+    _IMAGES.c.storage_path,
+    _IMAGES.c.size_bytes,
+    _IMAGES.c.sha256,
+    _IMAGES.c.width,
+    _IMAGES.c.height,
+    sa.func.coalesce(_VERSIONS.c.id, _IMAGES.c.id),  # version 1 has the image's id
+).outerjoin(
+    _VERSIONS,
+    sa.and_(_VERSIONS.c.image_id == _IMAGES.c.id, _VERSIONS.c.number == _IMAGES.c.version),
+)
+
+
+async def file_of(conn: AsyncConnection, image_id: uuid.UUID) -> FileFacts | None:
+    """One image's file facts, in one query on a connection (no session)."""
+    row = (await conn.execute(_FILE_OF.where(_IMAGES.c.id == image_id))).first()
+    return None if row is None else FileFacts(*row)
 
 
 async def page_in_series(

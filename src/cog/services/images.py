@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import anyio
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from cog.config import Settings
 from cog.db import images as images_db
@@ -343,18 +343,25 @@ async def remove_files(store: ObjectStore, keys: Sequence[str]) -> None:
         await delete_quietly(store, key)
 
 
-async def thumbnail(
-    session: AsyncSession, store: ObjectStore, settings: Settings, image: Image
-) -> bytes:
-    """The thumbnail of the image's current version."""
-    version_id = (await current_version_ids(session, [image]))[image.id]
+async def file_of(engine: AsyncEngine, image_id: uuid.UUID) -> images_db.FileFacts:
+    """What serving an image's thumbnail needs. On a connection of its own, held for the one
+    query only: the store is read after it is back in the pool."""
+    async with engine.connect() as conn:
+        facts = await images_db.file_of(conn, image_id)
+    if facts is None:
+        raise NotFound(f"There is no image {image_id}.")
+    return facts
+
+
+async def thumbnail_of(store: ObjectStore, settings: Settings, facts: images_db.FileFacts) -> bytes:
+    """The thumbnail of an image's current version, from its file facts."""
     return await stored_thumbnail(
         store,
         settings,
-        version_id=version_id,
-        storage_path=image.storage_path,
-        size=(image.width, image.height),
-        what=f"image {image.id}",
+        version_id=facts.version_id,
+        storage_path=facts.storage_path,
+        size=(facts.width, facts.height),
+        what=f"image {facts.id}",
     )
 
 

@@ -126,10 +126,10 @@ class _Repairer:
     async def _remake_thumbnail(self, finding: Finding) -> tuple[Outcome, str]:
         assert finding.image_id is not None
         async with self.sessions() as session:
-            image = await images_db.get(session, finding.image_id)
-            if image is None:
-                return Outcome.gone, "The image was deleted meanwhile."
-            await images_service.thumbnail(session, self.store, self.settings, image)
+            facts = await images_db.file_of(await session.connection(), finding.image_id)
+        if facts is None:
+            return Outcome.gone, "The image was deleted meanwhile."
+        await images_service.thumbnail_of(self.store, self.settings, facts)
         return Outcome.fixed, "Made again."
 
     async def _recover_runs(self) -> None:

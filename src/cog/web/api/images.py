@@ -19,7 +19,7 @@ from cog.web.api._files import (
     serve_file,
     serve_thumbnail,
 )
-from cog.web.deps import SessionDep, SettingsDep, StoreDep
+from cog.web.deps import SessionDep, SettingsDep, StateDep, StoreDep
 from cog.web.schemas import (
     ImageBatchIn,
     ImageBatchOut,
@@ -181,17 +181,13 @@ async def image_file(
     response_class=Response,
     responses={200: {"content": {"image/webp": {}}}, 304: {"description": "Not modified"}},
 )
-async def image_thumbnail(
-    image_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    store: StoreDep,
-    settings: SettingsDep,
-) -> Response:
+async def image_thumbnail(image_id: uuid.UUID, request: Request, state: StateDep) -> Response:
     """A WebP thumbnail of the current version, its longest side `COG_THUMBNAIL_PX`."""
-    image = await images_service.require(session, image_id)
+    facts = await images_service.file_of(state.engine, image_id)
 
     async def make() -> bytes:
-        return await images_service.thumbnail(session, store, settings, image)
+        return await images_service.thumbnail_of(state.store, state.settings, facts)
 
-    return await serve_thumbnail(request, settings, image.sha256, make, cache=CACHE_REVALIDATE)
+    return await serve_thumbnail(
+        request, state.settings, facts.sha256, make, cache=CACHE_REVALIDATE
+    )
