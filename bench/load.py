@@ -4,6 +4,7 @@ for 30 s while images are uploaded and a job runs.
     uv run python -m bench.load                         # 50 clients, 30 s, SQLite
     uv run python -m bench.load --database postgres     # on a throwaway PostgreSQL database
     uv run python -m bench.load --quick                 # a few seconds, to try the script
+    uv run python -m bench.load --workers 2             # `cog serve --workers 2`
 
 The script seeds a data dir with a few series holding N image rows between them (Cog's own
 models, a small real PNG behind each, and the thumbnail an upload would have stored: those are
@@ -16,22 +17,29 @@ connection) per client. Each of the C client tasks opens a gallery at its newest
 (`--depth`; 0 scrolls to the last page) before opening the next series, wrapping around. For
 each page it fetches the thumbnails of a few of its images (their `thumbnail_url`), and every
 fourth page it fetches the same page again as the HTML fragment the gallery's infinite scroll
-swaps in. There is no pause between requests unless `--think-ms` asks for one, so the 50 clients
-keep 50 requests in flight. Meanwhile one task uploads a noise PNG of about 1.5 MB every 0.5 s
+swaps in. Meanwhile one task uploads a noise PNG of about 1.5 MB every 0.5 s
 into the first series, and another starts a run of a job of two image steps in the second
 series, waits for it to end (polling `GET /api/runs/{id}`) and starts the next one. The images
 the runs make land at the top of a gallery being paged; their thumbnails are made on first
 request (as Cog does for generated images), and those first requests are counted apart
 (`thumbnail_first`).
 
+The load comes in two phases of `--seconds` each, against the same server:
+
+- browsing: after each page (its thumbnails and HTML fetched), a client pauses 0.5 to 1.5 times
+  `--think-ms` (1 s): 50 people scrolling through galleries quickly. The server has spare time,
+  and a page's latency is what it costs to answer.
+- saturated: no client ever pauses, so 50 requests are always waiting and the server never
+  idles. A page's latency is then mostly its wait in line: with X requests answered per second,
+  each of the 50 waits about 50 / X s (Little's law), however fast each answer is made. This
+  phase measures throughput, and how evenly the wait is shared.
+
 Every request's latency is recorded by kind, as are errors: any answer other than 2xx, and any
 transport error or timeout. The script prints a table per kind (count, req/s, p50, p95, p99,
 max, errors), the CPU time of the server, of this client and of the fake Gemini, the server's
 peak RSS, how busy the machine was meanwhile (PostgreSQL's processes count as others), and
-whether the targets were met: zero errors, p99 of a gallery page under 100 ms. With no pause
-between requests the clients keep the server saturated, and a page's latency is mostly its wait
-in line: 50 clients over X requests per second wait about 50 / X s each. The last line printed
-is a JSON object with every figure.
+whether the targets were met, for each phase: zero errors, p99 of a gallery page under 100 ms.
+The last line printed is a JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -69,6 +77,9 @@ console = Console(stderr=False, highlight=False)
 ENDED = ("succeeded", "failed", "cancelled")
 KINDS = ("page", "thumbnail", "thumbnail_first", "html", "upload", "run")
 PAGE_TARGET_MS = 100.0
+# Browsing: each client pauses after a page, as a person looking at it would. Saturated: no
+# client ever pauses, so the server always has 50 requests waiting.
+PHASES = ("browsing", "saturated")
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -91,8 +102,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--think-ms",
         type=float,
-        default=0.0,
-        help="a client's pause after each page, on average (0: none, as fast as answered)",
+        default=1000.0,
+        help="in the browsing phase, a client's pause after each page, on average",
+    )
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="which phases, in order: browsing (clients pause), saturated (they do not)",
     )
     parser.add_argument(
         "--html-every", type=int, default=4, help="every Nth page is also fetched as HTML (0: none)"
@@ -115,6 +131,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--pg-user", default=os.environ.get("COG_TEST_PG_USER", "postgres"))
     args = parser.parse_args(argv)
+    args.phases = [name.strip() for name in args.phases.split(",") if name.strip()]
+    if not args.phases or set(args.phases) - set(PHASES):
+        parser.error(f"--phases: a comma-separated list of {', '.join(PHASES)}")
     if args.quick:
         args.clients, args.seconds, args.images, args.series = 5, 3.0, 300, 2
         args.upload_mb, args.latency_ms = 0.1, 50
@@ -349,6 +368,7 @@ async def browse(
     series_ids: list[str],
     index: int,
     args: argparse.Namespace,
+    think_ms: float,
 ) -> None:
     """One client: open a gallery at its newest page and scroll (follow the cursor) for a few
     pages, fetching some thumbnails of each page and now and then the page as HTML; then open
@@ -358,6 +378,10 @@ async def browse(
     def scroll_depth() -> int | None:
         return rng.randint(1, args.depth) if args.depth else None  # None: to the last page
 
+    if think_ms:
+        # People do not all arrive at the same moment: each client starts somewhere within
+        # its first pause, rather than all 50 asking at once when the phase begins.
+        await asyncio.sleep(rng.uniform(0, think_ms / 1000))
     lap = index
     cursor: str | None = None
     depth = scroll_depth()
@@ -395,8 +419,8 @@ async def browse(
         cursor = body["next_cursor"]
         if cursor is None or scrolled == depth:
             lap, cursor, depth, scrolled = lap + 1, None, scroll_depth(), 0
-        if args.think_ms:
-            pause = rng.uniform(0.5, 1.5) * args.think_ms / 1000
+        if think_ms:
+            pause = rng.uniform(0.5, 1.5) * think_ms / 1000
             await asyncio.sleep(max(0.0, min(pause, rec.deadline - time.perf_counter())))
 
 
@@ -507,23 +531,51 @@ async def drive(
         runs_in = series_ids[1 % len(series_ids)]
         job_id = await prepare_job(http, runs_in, args.steps)
         await warm(http, series_ids, args.page)
-        rec = Recorder()
-        load_before = load_average()
-        before = Usage.now(server.proc.pid, gemini_pid)
-        started = time.perf_counter()
-        rec.deadline = started + args.seconds
-        await asyncio.gather(
-            *(browse(rec, clients[i], series_ids, i, args) for i in range(args.clients)),
-            upload(rec, clients[-2], series_ids[0], files, args.upload_every),
-            run_jobs(rec, clients[-1], job_id),
-        )
-        elapsed = time.perf_counter() - started
-        after = Usage.now(server.proc.pid, gemini_pid)
+        thumbnailed: set[str] = set()  # across the phases: a thumbnail is made once
+        phases: dict[str, dict[str, Any]] = {}
+        for name in args.phases:
+            think_ms = args.think_ms if name == "browsing" else 0.0
+            console.print(
+                f"{name}: {args.clients} clients for {args.seconds:g} s, "
+                + (f"pausing {think_ms:g} ms after a page on average" if think_ms else "no pauses")
+            )
+            rec = Recorder(thumbnailed=thumbnailed)
+            phases[name] = await load_phase(
+                rec, args, clients, server, gemini_pid, series_ids, files, job_id, think_ms
+            )
+    return phases
+
+
+async def load_phase(
+    rec: Recorder,
+    args: argparse.Namespace,
+    clients: list[httpx.AsyncClient],
+    server: Server,
+    gemini_pid: int,
+    series_ids: list[str],
+    files: list[bytes],
+    job_id: str,
+    think_ms: float,
+) -> dict[str, Any]:
+    """`args.seconds` of load: the clients browse (pausing `think_ms` on average after each
+    page) while the uploads and the runs go on."""
+    load_before = load_average()
+    before = Usage.now(server.proc.pid, gemini_pid)
+    started = time.perf_counter()
+    rec.deadline = started + args.seconds
+    await asyncio.gather(
+        *(browse(rec, clients[i], series_ids, i, args, think_ms) for i in range(args.clients)),
+        upload(rec, clients[-2], series_ids[0], files, args.upload_every),
+        run_jobs(rec, clients[-1], job_id),
+    )
+    elapsed = time.perf_counter() - started
+    after = Usage.now(server.proc.pid, gemini_pid)
     kinds = kind_figures(rec, elapsed)
     total = sum(k["count"] for k in kinds.values())
     errors = sum(k["errors"] for k in kinds.values())
     run_seconds = [s for _status, s in rec.runs]
-    return {
+    figures = {
+        "think_ms": think_ms,
         "elapsed_s": round(elapsed, 2),
         "requests": total,
         "rps": round(total / elapsed, 1),
@@ -542,6 +594,8 @@ async def drive(
         **usage_between(before, after, elapsed),
         "load_average": {"before": load_before, "after": load_average()},
     }
+    figures["targets"] = targets(figures)
+    return figures
 
 
 # --- one database -------------------------------------------------------------------------------
@@ -589,44 +643,61 @@ async def bench(
         }
         server = start_server(env, root, args.workers)
         try:
+            processes = f" ({args.workers} processes)" if args.workers > 1 else ""
             console.print(
-                f"{args.clients} clients for {args.seconds:g} s against {server.base_url}, "
-                f"an upload every {args.upload_every:g} s, runs of {args.steps} image steps "
+                f"`cog serve` on {server.base_url}{processes}; all along, an upload every "
+                f"{args.upload_every:g} s and runs of {args.steps} image steps "
                 f"(Gemini latency {args.latency_ms} ms) …"
             )
-            figures = await drive(args, server, gemini.pid, series_ids, files)
-            figures["server"]["peak_rss_mb"] = peak_rss_mb(server.proc.pid)
+            phases = await drive(args, server, gemini.pid, series_ids, files)
+            serving: dict[str, Any] = {"peak_rss_mb": peak_rss_mb(server.proc.pid)}
         finally:
             stop(server.proc)
-        figures["server"]["log_problems"] = log_problems(server.output())[:10]
+        serving["log_problems"] = log_problems(server.output())[:10]
     finally:
         stop(gemini)
-    figures["seed_seconds"] = round(seed_s, 2)
-    return figures
+    return {"phases": phases, "server": serving, "seed_seconds": round(seed_s, 2)}
 
 
 # --- report -------------------------------------------------------------------------------------
 
 
-def targets(figures: dict[str, Any]) -> dict[str, bool]:
-    page_p99 = figures["kinds"]["page"]["p99_ms"]
+def targets(phase: dict[str, Any]) -> dict[str, bool]:
+    page_p99 = phase["kinds"]["page"]["p99_ms"]
     return {
-        "zero_errors": figures["errors"] == 0,
+        "zero_errors": phase["errors"] == 0,
         "page_p99_under_100ms": page_p99 is not None and page_p99 < PAGE_TARGET_MS,
     }
 
 
 def report(figures: dict[str, Any]) -> None:
+    for name, phase in figures["phases"].items():
+        report_phase(name, phase, figures["params"])
+    for line in figures["server"]["log_problems"]:
+        console.print(f"  server log: {line}", markup=False, soft_wrap=True)
+    verdict = {True: "[green]met[/green]", False: "[red]not met[/red]"}
+    for name, phase in figures["phases"].items():
+        met = phase["targets"]
+        page_p99 = phase["kinds"]["page"]["p99_ms"]
+        console.print(
+            f"{name}: target zero errors {verdict[met['zero_errors']]} ({phase['errors']}); "
+            f"target p99 of a gallery page under {PAGE_TARGET_MS:.0f} ms "
+            f"{verdict[met['page_p99_under_100ms']]} ({page_p99} ms)"
+        )
+
+
+def report_phase(name: str, figures: dict[str, Any], params: dict[str, Any]) -> None:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
 
+    pause = f"pausing {figures['think_ms']:g} ms a page" if figures["think_ms"] else "no pauses"
     table = Table(
-        title=f"Cog under load ({figures['params']['database']}; latency in ms)",
+        title=f"{name}: {params['clients']} clients, {pause} ({params['database']}; ms)",
         title_justify="left",
     )
     table.add_column("kind", no_wrap=True)
-    for name in ("count", "req/s", "p50", "p95", "p99", "max", "errors"):
-        table.add_column(name, justify="right")
+    for column in ("count", "req/s", "p50", "p95", "p99", "max", "errors"):
+        table.add_column(column, justify="right")
     for kind, k in figures["kinds"].items():
         table.add_row(
             kind,
@@ -651,39 +722,29 @@ def report(figures: dict[str, Any]) -> None:
     )
     console.print(table)
 
-    def cpu(name: str) -> str:
-        part = figures[name]
+    def cpu(part_name: str) -> str:
+        part = figures[part_name]
         if part["cpu_s"] is None:
             return "n/a"
         return f"{part['cpu_s']:.1f} s CPU ({part['cpu_percent']:.0f}% of one CPU)"
 
     machine = figures["machine"]
-    postgres = " (PostgreSQL's among them)" if figures["params"]["database"] == "postgres" else ""
+    postgres = " (PostgreSQL's among them)" if params["database"] == "postgres" else ""
     runs = figures["runs"]
     lines = [
         f"{figures['rps']:.0f} requests/s over {figures['elapsed_s']:.1f} s; "
         f"{figures['uploads']} uploads, {runs['ended']} runs ended "
         f"({runs['succeeded']} succeeded, median {runs['wall_p50_s']} s)",
-        f"server: {cpu('server')}, peak RSS {figures['server']['peak_rss_mb']} MB",
-        f"client (this process): {cpu('client')}; fake Gemini: {cpu('gemini')}",
+        f"server: {cpu('server')}; client (this process): {cpu('client')}; "
+        f"fake Gemini: {cpu('gemini')}",
         f"machine: {machine['cpus']} CPUs, {machine['busy_percent']}% busy, "
         f"{machine['others_percent']}% by other processes{postgres}; load average "
         f"{figures['load_average']['before']} -> {figures['load_average']['after']}",
     ]
     for line in lines:
         console.print(line, markup=False)
-    met = figures["targets"]
-    page_p99 = figures["kinds"]["page"]["p99_ms"]
-    verdict = {True: "[green]met[/green]", False: "[red]not met[/red]"}
-    console.print(f"target, zero errors: {verdict[met['zero_errors']]} ({figures['errors']})")
-    console.print(
-        f"target, p99 of a gallery page under {PAGE_TARGET_MS:.0f} ms: "
-        f"{verdict[met['page_p99_under_100ms']]} ({ms(page_p99)} ms)"
-    )
     for sample in figures["error_samples"]:
         console.print(f"  error: {sample}", markup=False, soft_wrap=True)
-    for line in figures["server"]["log_problems"]:
-        console.print(f"  server log: {line}", markup=False, soft_wrap=True)
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -715,6 +776,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             "thumbs_per_page": args.thumbs,
             "depth": args.depth,
             "think_ms": args.think_ms,
+            "phases": args.phases,
             "html_every": args.html_every,
             "upload_mb": args.upload_mb,
             "upload_every_s": args.upload_every,
@@ -725,7 +787,14 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         **result,
     }
-    figures["targets"] = targets(figures)
+    phases = figures["phases"].values()
+    figures["targets"] = {
+        "zero_errors": all(phase["targets"]["zero_errors"] for phase in phases),
+        "page_p99_under_100ms": {
+            name: phase["targets"]["page_p99_under_100ms"]
+            for name, phase in figures["phases"].items()
+        },
+    }
     report(figures)
     print(json.dumps(figures, separators=(",", ":")))
     return figures

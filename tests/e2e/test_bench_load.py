@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from bench.load import KINDS, main
+from bench.load import KINDS, PHASES, main
 
 pytestmark = pytest.mark.slow
 
@@ -14,20 +14,28 @@ pytestmark = pytest.mark.slow
 async def test_the_load_benchmark_runs_and_ends_with_its_figures(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    figures = await main(["--quick", "--seconds", "3", "--clients", "4"])
+    figures = await main(["--quick", "--seconds", "3", "--clients", "4", "--think-ms", "200"])
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last_line) == figures
-    assert figures["errors"] == 0, figures["error_samples"]
+    assert list(figures["phases"]) == list(PHASES)
+    for name, phase in figures["phases"].items():
+        assert phase["errors"] == 0, phase["error_samples"]
+        assert phase["targets"]["zero_errors"] is True
+        assert set(phase["kinds"]) == set(KINDS)
+        for kind in ("page", "thumbnail", "html", "upload", "run"):
+            assert phase["kinds"][kind]["count"] > 0, (name, kind)
+            assert phase["kinds"][kind]["p99_ms"] > 0, (name, kind)
+        assert phase["rps"] > 0
+        assert phase["uploads"] > 0
+        # A run still going when the clock stops is left; every run that ended succeeded.
+        assert phase["runs"]["succeeded"] == phase["runs"]["ended"]
+        assert phase["server"]["cpu_s"] > 0
+        assert {"client", "gemini", "machine", "load_average"} <= set(phase)
+    browsing, saturated = figures["phases"]["browsing"], figures["phases"]["saturated"]
+    assert browsing["think_ms"] == 200 and saturated["think_ms"] == 0
+    # Clients that pause ask for fewer pages than clients that never do.
+    assert browsing["kinds"]["page"]["count"] < saturated["kinds"]["page"]["count"]
     assert figures["targets"]["zero_errors"] is True
-    assert set(figures["kinds"]) == set(KINDS)
-    for kind in ("page", "thumbnail", "html", "upload", "run"):
-        assert figures["kinds"][kind]["count"] > 0, kind
-        assert figures["kinds"][kind]["p99_ms"] > 0, kind
-    assert figures["rps"] > 0
-    assert figures["uploads"] > 0
-    # A run still going when the clock stops is left; every run that ended succeeded.
-    assert figures["runs"]["succeeded"] == figures["runs"]["ended"]
+    assert set(figures["targets"]["page_p99_under_100ms"]) == set(PHASES)
     assert figures["server"]["log_problems"] == []
-    for key in ("cpu_s", "cpu_percent", "peak_rss_mb"):
-        assert key in figures["server"]
-    assert {"client", "gemini", "machine", "load_average", "params"} <= set(figures)
+    assert figures["server"]["peak_rss_mb"] > 0
