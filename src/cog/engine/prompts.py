@@ -15,12 +15,13 @@ model.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.compiler import Frame
 from jinja2.exceptions import SecurityError
 
@@ -266,6 +267,17 @@ def template_context(
     return context
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(source: str) -> Template:
+    """A template compiled once: a run renders the same few prompts over and over (each
+    iteration of a loop, each run of a batch), and compiling costs more than rendering."""
+    with warnings.catch_warnings():
+        # Python warns of code it can tell will fail (`0[1:]`); the template fails when it
+        # runs, in plain words, and the server's log need not hear of it.
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return _env.from_string(source)
+
+
 def render(
     source: str,
     *,
@@ -283,11 +295,7 @@ def render(
     )
     context.update(extra or {})
     try:
-        with warnings.catch_warnings():
-            # Python warns of code it can tell will fail (`0[1:]`); the template fails when it
-            # runs, in plain words, and the server's log need not hear of it.
-            warnings.simplefilter("ignore", SyntaxWarning)
-            template = _env.from_string(source)
+        template = _compiled(source)
         with budget():
             return template.render(context).strip()
     except OverBudget as exc:
