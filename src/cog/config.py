@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     thumbnail_px: Annotated[int, Field(ge=64, le=2048)] = Field(
         512, description="Longest side of a thumbnail, in pixels."
     )
+    decode_concurrency: Annotated[int, Field(ge=1, le=64)] = Field(
+        2, description="Images a process decodes at once (each holds its pixels in memory)."
+    )
     executor: ExecutorKind = Field(
         ExecutorKind.embedded, description="`embedded` (in `cog serve`) or `queue` (workers)."
     )

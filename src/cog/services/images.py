@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import logging
 import uuid
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -78,15 +80,38 @@ def display_name(filename: str | None, index: int) -> str:
     return clean[:MAX_FILENAME] or f"file {index + 1}"
 
 
+T = TypeVar("T")
+
+# Per event loop (a process has one), and per size asked for.
+_DECODE_SLOTS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[int, anyio.CapacityLimiter]
+] = weakref.WeakKeyDictionary()
+
+
+async def decoding(settings: Settings, work: Callable[[], T]) -> T:
+    """Run `work`, which decodes an image, in a worker thread once one of the process's
+    `decode_concurrency` slots is free. A decoded image holds its pixels in memory (a 64 MP
+    one, hundreds of MB): however many uploads arrive at once, memory grows with the slots,
+    and the rest wait their turn."""
+    slots = _DECODE_SLOTS.setdefault(asyncio.get_running_loop(), {})
+    limiter = slots.get(settings.decode_concurrency)
+    if limiter is None:
+        limiter = slots[settings.decode_concurrency] = anyio.CapacityLimiter(
+            settings.decode_concurrency
+        )
+    return await anyio.to_thread.run_sync(work, limiter=limiter)
+
+
 async def verify(settings: Settings, fp: IO[bytes], *, thumbnail: bool = True) -> VerifiedImage:
-    return await anyio.to_thread.run_sync(
+    return await decoding(
+        settings,
         functools.partial(
             verify_image,
             fp,
             max_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_image_pixels,
             thumbnail_px=settings.thumbnail_px if thumbnail else None,
-        )
+        ),
     )
 
 
@@ -415,7 +440,9 @@ async def stored_thumbnail(
         original = await store.get(storage_path)
     except StoredObjectMissing as exc:
         raise NotFound(f"The file of {what} is missing from the store.") from exc
-    data = await anyio.to_thread.run_sync(thumbnail_from_bytes, original, settings.thumbnail_px)
+    data = await decoding(
+        settings, functools.partial(thumbnail_from_bytes, original, settings.thumbnail_px)
+    )
     await store.put(key, data)
     return data
 

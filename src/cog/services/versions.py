@@ -9,6 +9,7 @@ fails) leaves no version, no file and no change to the image.
 
 from __future__ import annotations
 
+import functools
 import io
 import uuid
 from collections.abc import Sequence
@@ -104,8 +105,8 @@ async def edit(
     _, base = await require(session, image_id, from_number or image.version)
     # Nothing stays open in the database while the model works, which can take a minute.
     await session.commit()
-    data, mime_type = await anyio.to_thread.run_sync(
-        for_model, await _read(store, base), base.mime_type
+    data, mime_type = await images_service.decoding(
+        settings, functools.partial(for_model, await _read(store, base), base.mime_type)
     )
     try:
         result = await provider.generate_image(

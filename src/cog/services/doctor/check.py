@@ -11,8 +11,6 @@ import io
 import uuid
 from dataclasses import dataclass, field
 
-import anyio
-
 from cog.config import Settings
 from cog.db import images as images_db
 from cog.db import queue as queue_db
@@ -22,6 +20,7 @@ from cog.db.models import JobRun
 from cog.db.session import SessionMaker
 from cog.errors import CogError
 from cog.imaging import bytes_text, thumbnail_fits, verify_image
+from cog.services import images as images_service
 from cog.services.doctor.report import Finding, Kind, Options, Progress, Report
 from cog.storage import ObjectStore, StoredObject, StoredObjectMissing
 from cog.storage.keys import IMAGES_PREFIX, THUMBS_PREFIX, image_id_of_thumbnail, thumbnail_key
@@ -192,7 +191,7 @@ class _Checker:
             thumbnail_px=64,  # decodes every pixel
         )
         try:
-            await anyio.to_thread.run_sync(verify)
+            await images_service.decoding(self.settings, verify)
         except CogError as exc:
             return f"{how}; it no longer reads as an image ({exc.message.rstrip('.')})"
         return f"{how}; it still reads as an image, but not the one that was stored"
