@@ -60,7 +60,11 @@ def serve(
         fail(exc.message, 1)
     data_dir = escape(str(settings.data_dir))
     processes = f", {settings.web_workers} processes" if settings.web_workers > 1 else ""
-    err.print(f"Cog on http://{settings.host}:{settings.port}/cog  (data: {data_dir}{processes})")
+    # One line however long the path: it is often read from a log, where nothing wraps.
+    err.print(
+        f"Cog on http://{settings.host}:{settings.port}/cog  (data: {data_dir}{processes})",
+        soft_wrap=True,
+    )
     if application is None:
         # Each worker process builds its app from the same environment (and `.env`); the
         # address comes from here. Every process runs an embedded executor: runs are claimed
