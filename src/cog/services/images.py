@@ -103,16 +103,18 @@ async def decoding(settings: Settings, work: Callable[[], T]) -> T:
 
 
 async def verify(settings: Settings, fp: IO[bytes], *, thumbnail: bool = True) -> VerifiedImage:
-    return await decoding(
-        settings,
-        functools.partial(
-            verify_image,
-            fp,
-            max_bytes=settings.max_upload_bytes,
-            max_pixels=settings.max_image_pixels,
-            thumbnail_px=settings.thumbnail_px if thumbnail else None,
-        ),
+    check = functools.partial(
+        verify_image,
+        fp,
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_image_pixels,
+        thumbnail_px=settings.thumbnail_px if thumbnail else None,
     )
+    if not thumbnail:
+        # The structure alone is checked, the pixels are not decoded: a run's images do not
+        # wait behind large uploads for a decoding slot.
+        return await anyio.to_thread.run_sync(check)
+    return await decoding(settings, check)
 
 
 async def require(session: AsyncSession, image_id: uuid.UUID) -> Image:
