@@ -8,9 +8,11 @@ with a small real file in the store behind each, then pages through
 `GET /api/series/{id}/images?limit=100` from the first page to the last through the app
 in-process (httpx's ASGI transport) and reports the median and p95 time of a page, and the
 median of the first ten pages against the last ten (flat keyset pagination keeps that ratio near
-1). Then it uploads distinct random-noise PNGs through the upload endpoint in batches and reports
-the time and throughput. PostgreSQL runs in a throwaway database that the script creates and
-drops. The last line printed is a JSON object with every figure.
+1). It tags every image of the series with one batch request (`POST /api/images/batch` with
+a filter), then untags them, and reports both times. Then it uploads distinct random-noise
+PNGs through the upload endpoint in batches and reports the time and throughput. PostgreSQL
+runs in a throwaway database that the script creates and drops. The last line printed is a JSON
+object with every figure.
 """
 
 from __future__ import annotations
@@ -236,6 +238,21 @@ async def page_through(
     }
 
 
+async def tag_all(client: httpx.AsyncClient, series_id: uuid.UUID, count: int) -> dict[str, Any]:
+    """Tag every image of the series with one batch request, then untag them with another."""
+    figures: dict[str, Any] = {}
+    for action in ("tag", "untag"):
+        body = {"action": action, "filter": {"series_id": str(series_id)}, "tags": ["batch"]}
+        started = time.perf_counter()
+        response = await client.post("/api/images/batch", json=body)
+        seconds = time.perf_counter() - started
+        if response.status_code != 200 or response.json()["count"] != count:
+            raise RuntimeError(f"{action} answered {response.status_code}: {response.text[:300]}")
+        figures[f"{action}_all_seconds"] = round(seconds, 2)
+    figures["tag_images_per_s"] = round(count / figures["tag_all_seconds"])
+    return figures
+
+
 async def upload_all(client: httpx.AsyncClient, files: list[bytes], batch: int) -> dict[str, Any]:
     created = await client.post("/api/series", json={"title": "Uploads"})
     created.raise_for_status()
@@ -295,9 +312,11 @@ async def bench_database(
             paging = await page_through(client, app_engine, series_id, args.page)
             if paging["rows"] != args.images:
                 raise RuntimeError(f"paged {paging['rows']} images, expected {args.images}")
+            console.print(f"[bold]{label}[/bold]: tagging and untagging them all …")
+            tagging = await tag_all(client, series_id, args.images)
             console.print(f"[bold]{label}[/bold]: uploading {len(files)} images …")
             uploads = await upload_all(client, files, args.batch)
-    return {"seed_seconds": round(seed_s, 2), **paging, **uploads}
+    return {"seed_seconds": round(seed_s, 2), **paging, **tagging, **uploads}
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -339,6 +358,9 @@ def report(results: dict[str, dict[str, Any]]) -> None:
         ("first 10 pages, median (ms)", "first10_median_ms", "{:.2f}"),
         ("last 10 pages, median (ms)", "last10_median_ms", "{:.2f}"),
         ("last / first", "last_over_first", "{:.2f}"),
+        ("tag all, one batch request (s)", "tag_all_seconds", "{:.2f}"),
+        ("untag all, one batch request (s)", "untag_all_seconds", "{:.2f}"),
+        ("images tagged per s", "tag_images_per_s", "{:,}"),
         ("uploaded images", "uploaded", "{}"),
         ("upload size each (MB)", "upload_mb_each", "{:.2f}"),
         ("upload total (s)", "upload_seconds", "{:.2f}"),

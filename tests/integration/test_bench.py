@@ -26,6 +26,7 @@ async def test_the_gallery_benchmark_runs_and_ends_with_its_figures(
         assert result["pages"] == 3
         assert result["uploaded"] == 3
         assert result["page_median_ms"] > 0 and result["upload_mb_per_s"] > 0
+        assert result["tag_all_seconds"] > 0 and result["untag_all_seconds"] > 0
         assert figures["plans"][database]  # the plan of the keyset query is reported
     # On SQLite a page past the first walks the keyset index (PostgreSQL may prefer another plan
     # for so few rows).
