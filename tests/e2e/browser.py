@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 import httpx
 from PIL import Image
-from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Locator, Page, expect
 
 from tests.conftest import free_port
 
@@ -115,6 +116,13 @@ def open_page(
     page.on("pageerror", lambda error: watch.problems.append(str(error)))
     page.on("dialog", watch.dialog)
     return page
+
+
+def settled(swapped: Locator) -> None:
+    """Wait until htmx has processed what it swapped in. Chromium focuses an `autofocus` field
+    as soon as it is inserted, while htmx wires the new form's `hx-post` a moment later (when it
+    takes off the `htmx-added` class): a key pressed in between submits the form natively."""
+    expect(swapped).not_to_have_class(re.compile(r"\bhtmx-added\b"))
 
 
 def shoot(page: Page, name: str) -> None:

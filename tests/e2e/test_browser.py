@@ -24,6 +24,7 @@ from tests.e2e.browser import (
     Watch,
     open_page,
     png,
+    settled,
     shoot,
     start_cog,
     upload_by_chooser,
@@ -364,12 +365,14 @@ def test_the_tree_gallery_and_editing_tools(
     # Edit in place: Escape leaves it as it was, Save keeps the change.
     page.get_by_role("button", name="Edit", exact=True).click()
     title = page.locator("#series-header input[name=title]")
-    expect(title).to_be_focused()  # htmx has settled the form in: its buttons work
+    expect(title).to_be_focused()
+    settled(page.locator("form#series-header"))  # its buttons and keys go through htmx
     title.fill("Not this")
     page.keyboard.press("Escape")
     expect(page.locator("h1")).to_have_text("Archive")
     page.get_by_role("button", name="Edit", exact=True).click()
     expect(title).to_be_focused()
+    settled(page.locator("form#series-header"))
     title.fill("Archive, scanned")
     page.locator("#series-header input[name=tags]").fill("old, paper")
     page.keyboard.press("Enter")
@@ -754,6 +757,7 @@ def test_select_a_range_move_it_and_act_on_all_the_gallery_matches(
     tags.get_by_role("button", name="Edit tags").click()
     field = page.locator("#image-tags input[name=tags]")
     expect(field).to_be_focused()
+    settled(page.locator("form#image-tags"))
     field.fill("contact, Best")
     page.keyboard.press("Enter")
     expect(page.locator("#image-tags .tags li")).to_have_text(["contact", "best"])
