@@ -242,3 +242,78 @@ async def test_the_groups_own_write_runs_once_in_each_transaction_after_its_imag
     sa.event.remove(engine.sync_engine, "commit", count)
     assert len(seen_in_rows) == len(commits_seen)
     assert seen_in_rows == sorted(seen_in_rows) and seen_in_rows[-1] == 5
+
+
+class HeldStore:
+    """The test's store, with the write of chosen bytes held until the test lets it go."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+        self.held: dict[bytes, asyncio.Event] = {}
+        self.writing: dict[bytes, asyncio.Event] = {}
+
+    def hold(self, data: bytes) -> None:
+        self.held[data] = asyncio.Event()
+        self.writing[data] = asyncio.Event()
+
+    async def put(self, key: str, data: Any) -> None:
+        if isinstance(data, bytes) and data in self.held:
+            self.writing[data].set()
+            await self.held[data].wait()
+        await self._store.put(key, data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_a_transaction_waits_for_the_images_still_being_written_to_join_it(
+    settings: Settings,
+    store: ObjectStore,
+    engine: AsyncEngine,
+    sessions: SessionMaker,
+    series_id: uuid.UUID,
+) -> None:
+    """An image ready first does not commit alone while another, already in hand, is still
+    being written to the store: they share one transaction. An image whose check fails does
+    not hold the others up."""
+    commits_seen: list[object] = []
+
+    def count(conn: object) -> None:
+        commits_seen.append(conn)
+
+    held = HeldStore(store)
+    slow = noisy_png(64, 48, seed=1)
+    held.hold(slow)
+    group = ImageCommits(sessions, held)  # type: ignore[arg-type]
+    sa.event.listen(engine.sync_engine, "commit", count)
+
+    async def make(data: bytes, prompt: str) -> Image:
+        return await store_generated(
+            held,  # type: ignore[arg-type]
+            settings,
+            group,
+            series_id=series_id,
+            data=data,
+            prompt=prompt,
+            model="m",
+            provider="gemini",
+            metadata={},
+        )
+
+    first = asyncio.create_task(make(noisy_png(64, 48, seed=0), "fast"))
+    second = asyncio.create_task(make(slow, "slow"))
+    broken = asyncio.create_task(make(noisy_png(64, 48, seed=2)[:200], "truncated"))
+    await held.writing[slow].wait()
+    await queued(settings, 1)  # the fast one's file is written and it waits to commit
+    assert not first.done()
+    assert commits_seen == []
+    assert await rows(sessions) == (set(), set())
+    held.held[slow].set()
+    made = await asyncio.gather(first, second)
+    with pytest.raises(Exception, match=r"(?i)image"):
+        await broken
+    sa.event.remove(engine.sync_engine, "commit", count)
+    paths = {image.storage_path for image in made}
+    assert await rows(sessions) == (paths, paths)
+    assert files(settings) == paths
+    assert len(commits_seen) == 1

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -106,6 +106,18 @@ async def page_of_job(
     if not with_batches:
         query = query.where(JobRun.batch_id.is_(None))
     return await newest_first(session, query, JobRun, limit=limit, cursor=cursor)
+
+
+_STEP_RUNS = cast(sa.Table, StepRun.__table__)
+# The columns to set come from execute's parameters, so this one statement serves every write
+# (compiled once per set of columns): building `.values(...)` anew for each write cost more
+# than running it.
+_UPDATE_STEP = sa.update(_STEP_RUNS).where(_STEP_RUNS.c.id == sa.bindparam("step_run_id"))
+
+
+async def update_step(session: AsyncSession, step_id: uuid.UUID, values: Mapping[str, Any]) -> None:
+    """Write the given columns of one step run."""
+    await session.execute(_UPDATE_STEP, {**values, "step_run_id": step_id})
 
 
 async def batch_of(session: AsyncSession, run_id: uuid.UUID) -> uuid.UUID | None:

@@ -110,7 +110,7 @@ class Runner:
 
     async def _update_step(self, step_id: uuid.UUID, **values: Any) -> None:
         async with self.deps.sessions() as session:
-            await session.execute(sa.update(StepRun).where(StepRun.id == step_id).values(**values))
+            await runs_db.update_step(session, step_id, values)
             await session.commit()
         self.deps.notify(self.run_id)
 
@@ -217,10 +217,11 @@ class Runner:
                 rendered_prompt=prompt,
             )
             inputs, parents = await self._input_images(spec, outputs)
+            written = False
             if spec.kind is StepKind.llm:
                 output = await self._llm(spec, row, prompt, inputs, tally)
             else:
-                output = await self._images(spec, row, prompt, inputs, parents, tally)
+                output, written = await self._images(spec, row, prompt, inputs, parents, tally)
         except (CogError, StepFailed) as exc:
             if isinstance(exc, ProviderError):
                 tally.add(list(exc.extra.get("attempts", ())))
@@ -237,19 +238,16 @@ class Runner:
             if isinstance(exc, StepFailed):
                 raise
             raise StepFailed(exc.message) from exc
-        return await self._succeeded(row, output, tally)
+        return await self._succeeded(row, output, tally, written=written)
 
-    async def _succeeded(self, row: StepRun, output: StepOutput, tally: _Tally) -> StepOutput:
-        await self._update_step(
-            row.id,
-            status=StepStatus.succeeded,
-            text=output.text,
-            json_output=output.json,
-            finished_at=utcnow(),
-            attempts=len(tally.attempts),
-            attempt_log=tally.log(),
-            usage=dataclasses.asdict(tally.usage),
-        )
+    async def _succeeded(
+        self, row: StepRun, output: StepOutput, tally: _Tally, *, written: bool = False
+    ) -> StepOutput:
+        """Record the step's success, unless its last images' transaction did (`written`)."""
+        if written:
+            self.deps.notify(self.run_id)
+        else:
+            await self._update_step(row.id, **_success(output, tally))
         return output
 
     def styled(self, spec: StepSpec, prompt: str) -> str:
@@ -361,15 +359,26 @@ class Runner:
         inputs: list[InputImage],
         parents: list[Parent],
         tally: _Tally,
-    ) -> StepOutput:
+    ) -> tuple[StepOutput, bool]:
+        """The step's output, and whether its success is recorded already: the transaction of
+        its last image records it, one write fewer (not so when a resumed step had them all)."""
         made: list[uuid.UUID] = []
         if row.started_at is not None:  # resumed: keep what it made before, make the rest
             async with self.deps.sessions() as session:
                 made = await runs_db.images_of_step(session, row.id)
         ledger = StepImages([str(i) for i in made])
         calls = [ImageCall(prompt, index) for index in range(len(made), spec.config.count)]
-        texts = await self.make_images(spec, row, calls, inputs, parents, tally, ledger)
-        return StepOutput("\n\n".join(texts), ledger.image_ids())
+
+        def output(texts: list[str]) -> StepOutput:
+            return StepOutput("\n\n".join(texts), ledger.image_ids())
+
+        def finish(texts: list[str]) -> dict[str, Any] | None:
+            if len(ledger.recorded) < spec.config.count:
+                return None
+            return _success(output(texts), tally)
+
+        texts = await self.make_images(spec, row, calls, inputs, parents, tally, ledger, finish)
+        return output(texts), bool(calls)
 
     async def make_images(
         self,
@@ -380,18 +389,23 @@ class Runner:
         parents: list[Parent],
         tally: _Tally,
         ledger: StepImages,
+        finish: Callable[[list[str]], dict[str, Any] | None] | None = None,
     ) -> list[str]:
         """Make one image per call, all at once within the process's image slots, each kept
-        and recorded (in `ledger`) as it arrives; answers what the model said with them."""
+        and recorded (in `ledger`) as it arrives; answers what the model said with them.
+
+        `finish` gives the step's closing columns once its images are all in (None before):
+        written in the same transaction as the last of them."""
         model = spec.model or self.deps.settings.image_model
+        texts: list[str] = []
 
         async def write_ledger(session: AsyncSession) -> None:
-            await session.execute(
-                sa.update(StepRun).where(StepRun.id == row.id).values(**ledger.values())
-            )
+            values = ledger.values()
+            if finish is not None and (closing := finish(texts)) is not None:
+                values |= closing
+            await runs_db.update_step(session, row.id, values)
 
         commits = ImageCommits(self.deps.sessions, self.deps.store, then=write_ledger)
-        texts: list[str] = []
 
         async def one(call: ImageCall) -> None:
             try:
@@ -503,6 +517,19 @@ class Runner:
                 "image_ids": list(self.style.image_ids),
             }
         return found
+
+
+def _success(output: StepOutput, tally: _Tally) -> dict[str, Any]:
+    """The columns of a step run that succeeded."""
+    return {
+        "status": StepStatus.succeeded,
+        "text": output.text,
+        "json_output": output.json,
+        "finished_at": utcnow(),
+        "attempts": len(tally.attempts),
+        "attempt_log": tally.log(),
+        "usage": dataclasses.asdict(tally.usage),
+    }
 
 
 async def finish_run(

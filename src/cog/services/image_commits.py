@@ -5,13 +5,17 @@ transaction costs a round of statements and a commit whatever it holds, so inste
 image, an image whose file is written joins a queue: when no transaction is running it starts
 one for everything queued; otherwise it waits, and the next transaction takes it with the
 others that came meanwhile. Each image still learns whether its own rows were committed.
+
+A transaction also waits for the images already in hand that are still being checked and
+written to the store (`preparing`): that takes milliseconds, where the next transaction would
+cost as much again. Images still being made by the model are not waited for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import anyio
@@ -52,6 +56,22 @@ class ImageCommits:
         self._then = then
         self._queue: list[_Entry] = []
         self._lock = asyncio.Lock()
+        self._preparing = 0
+        self._prepared = asyncio.Event()
+        self._prepared.set()
+
+    @contextlib.contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Around an image's check and store write, before its `commit`: the next transaction
+        waits for it (whether it ends in a commit or in an error)."""
+        self._preparing += 1
+        self._prepared.clear()
+        try:
+            yield
+        finally:
+            self._preparing -= 1
+            if not self._preparing:
+                self._prepared.set()
 
     async def commit(
         self,
@@ -73,6 +93,8 @@ class ImageCommits:
             try:
                 async with self._lock:
                     if not entry.outcome.done():
+                        # Those prepared meanwhile queue up behind the lock and join this batch.
+                        await self._prepared.wait()
                         batch, self._queue = self._queue, []
                         await self._commit(batch)
             except asyncio.CancelledError:

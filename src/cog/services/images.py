@@ -200,30 +200,31 @@ async def store_generated(
     """Verify and keep an image a model made, with its provenance. Commits (through `commits`,
     with the other images ready at the same moment): the file and the rows stay, or neither.
     """
-    # The thumbnail is made on first request: a run should not wait for it.
-    verified = await verify(settings, io.BytesIO(data), thumbnail=False)
-    image = Image(
-        id=uuid.uuid4(),
-        series_id=series_id,
-        source=ImageSource.generated,
-        original_filename=None,
-        mime_type=verified.info.mime_type,
-        width=verified.info.width,
-        height=verified.info.height,
-        size_bytes=verified.info.size_bytes,
-        sha256=verified.info.sha256,
-        prompt=prompt,
-        model=model,
-        provider=provider,
-        meta=metadata,
-        job_id=job_id,
-        run_id=run_id,
-        step_id=step_id,
-        tags=[],
-        version=1,
-    )
-    image.storage_path = image_key(image.id, verified.info.extension)
-    await store.put(image.storage_path, data)
+    with commits.preparing():  # the transaction under way waits for this image to join it
+        # The thumbnail is made on first request: a run should not wait for it.
+        verified = await verify(settings, io.BytesIO(data), thumbnail=False)
+        image = Image(
+            id=uuid.uuid4(),
+            series_id=series_id,
+            source=ImageSource.generated,
+            original_filename=None,
+            mime_type=verified.info.mime_type,
+            width=verified.info.width,
+            height=verified.info.height,
+            size_bytes=verified.info.size_bytes,
+            sha256=verified.info.sha256,
+            prompt=prompt,
+            model=model,
+            provider=provider,
+            meta=metadata,
+            job_id=job_id,
+            run_id=run_id,
+            step_id=step_id,
+            tags=[],
+            version=1,
+        )
+        image.storage_path = image_key(image.id, verified.info.extension)
+        await store.put(image.storage_path, data)
     await commits.commit(image, first_version(image), [image.storage_path], before_commit)
     return image
 
