@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cog.db.base import insert_new
 from cog.db.models import Image, ImageVersion
 from cog.db.session import SessionMaker
 from cog.storage import ObjectStore
@@ -116,9 +117,8 @@ class ImageCommits:
     async def _commit(self, batch: list[_Entry]) -> None:
         try:
             async with self._sessions() as session:
-                session.add_all([entry.image for entry in batch])
-                session.add_all([entry.version for entry in batch])
-                await session.flush()
+                await insert_new(session, [entry.image for entry in batch])
+                await insert_new(session, [entry.version for entry in batch])
                 for entry in batch:
                     if entry.before_commit is not None:
                         await entry.before_commit(session, entry.image)
