@@ -26,6 +26,19 @@ async def get(session: AsyncSession, run_id: uuid.UUID) -> JobRun | None:
     return await session.get(JobRun, run_id, populate_existing=True)
 
 
+async def with_job(session: AsyncSession, run_id: uuid.UUID) -> tuple[JobRun, Job] | None:
+    """The run, read afresh, with its job."""
+    row = (
+        await session.execute(
+            sa.select(JobRun, Job)
+            .join(Job, Job.id == JobRun.job_id)
+            .where(JobRun.id == run_id)
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
 async def step_runs(session: AsyncSession, run_id: uuid.UUID) -> list[StepRun]:
     rows = await session.execute(
         sa.select(StepRun)

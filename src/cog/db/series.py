@@ -63,8 +63,9 @@ async def with_ancestors(session: AsyncSession, ids: Sequence[uuid.UUID]) -> lis
     return list(rows.scalars())
 
 
-async def ancestors(session: AsyncSession, series_id: uuid.UUID) -> list[Series]:
-    """The chain from the root down to the series' parent (breadcrumbs)."""
+async def chain(session: AsyncSession, series_id: uuid.UUID) -> list[Series]:
+    """The series and every series above it, from the root down (empty when it does not
+    exist)."""
     walk = (
         sa.select(Series.id, Series.parent_id, sa.literal(0).label("depth"))
         .where(Series.id == series_id)
@@ -76,12 +77,14 @@ async def ancestors(session: AsyncSession, series_id: uuid.UUID) -> list[Series]
         )
     )
     rows = await session.execute(
-        sa.select(Series)
-        .join(walk, Series.id == walk.c.id)
-        .where(walk.c.depth > 0)
-        .order_by(walk.c.depth.desc())
+        sa.select(Series).join(walk, Series.id == walk.c.id).order_by(walk.c.depth.desc())
     )
     return list(rows.scalars())
+
+
+async def ancestors(session: AsyncSession, series_id: uuid.UUID) -> list[Series]:
+    """The chain from the root down to the series' parent (breadcrumbs)."""
+    return (await chain(session, series_id))[:-1]
 
 
 async def subtree_ids(session: AsyncSession, root_id: uuid.UUID) -> list[uuid.UUID]:

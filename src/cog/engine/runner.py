@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.config import Settings
 from cog.db import batches as batches_db
-from cog.db import jobs as jobs_db
 from cog.db import lineage as lineage_db
 from cog.db import runs as runs_db
 from cog.db import series as series_db
@@ -31,7 +30,7 @@ from cog.db.models import Image, JobRun, StepRun
 from cog.db.session import SessionMaker
 from cog.domain import MAX_REFERENCE_IMAGES, RunStatus, StepKind, StepStatus
 from cog.engine import branching, fanout
-from cog.engine.context import StyleSnapshot, load_series_context, with_style_marker
+from cog.engine.context import StyleSnapshot, series_context, with_style_marker
 from cog.engine.imagecalls import ImageCall, StepImages
 from cog.engine.prompts import InputContext, StepOutput, render, template_context
 from cog.engine.steps import INPUT_REF, STEP_REF, StepSpec, step_refs
@@ -121,20 +120,18 @@ class Runner:
 
     async def execute(self) -> RunStatus:
         async with self.deps.sessions() as session:
-            run = await runs_db.get(session, self.run_id)
-            if run is None:
+            found = await runs_db.with_job(session, self.run_id)
+            if found is None:  # runs are deleted with their job
                 return RunStatus.cancelled
-            job = await jobs_db.get(session, run.job_id)
-            assert job is not None  # runs are deleted with their job
-            series = await series_db.get(session, job.series_id)
-            assert series is not None
+            run, job = found
+            chain = await series_db.chain(session, job.series_id)
             step_rows = await runs_db.step_runs(session, self.run_id)
             inputs = await batches_db.images_with_series(
                 session, [run.input_image_id] if run.input_image_id else []
             )
-            self.series = await load_series_context(session, series)
+        self.series = series_context(chain)
         self.job_id = job.id
-        self.series_id = series.id
+        self.series_id = job.series_id
         self.base_prompt = run.base_prompt
         self.style = StyleSnapshot.of(run.style)
         self.input_image_id = run.input_image_id
