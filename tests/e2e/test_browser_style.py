@@ -86,5 +86,29 @@ def test_restyle_a_selection_in_the_style_of_another_series(
     assert len(made) == 3
     for image in made:
         assert image["metadata"]["style"]["series_id"] == gouache["id"]
+
+    # Again for the photos tagged "keep" only, more than a page of them, chosen with "Select
+    # all … tagged": the gallery sends the series with the tag, and only those are restyled.
+    more = [("files", (f"k{n}.png", png(8, 8, (n, 90, 200)), "image/png")) for n in range(61)]
+    added = api.post(f"/api/series/{photos['id']}/images", files=more).json()["items"]
+    keep = sorted(i["id"] for i in added)
+    tagging = {"action": "tag", "ids": keep, "tags": ["keep"]}
+    assert api.post("/api/images/batch", json=tagging).status_code == 200
+    page.goto(f"{cog.url}/cog/series/{photos['id']}?tag=keep")
+    page.get_by_role("button", name="Select", exact=True).click()
+    page.get_by_role("button", name="Select all 61 tagged “keep”").click()
+    expect(page.locator("#selection-count")).to_have_text("All 61 images selected")
+    page.get_by_role("button", name="Restyle…").click()
+    dialog = page.locator("#modal dialog")
+    expect(dialog).to_contain_text("Restyle all 61 images")
+    dialog.get_by_label("In the style of the series").select_option(value=gouache["id"])
+    dialog.get_by_label("Into the series").select_option(value=target["id"])
+    dialog.get_by_role("button", name="Restyle").click()
+    expect(page).to_have_url(re.compile(r"/cog/jobs/[0-9a-f-]+#batch-"))
+    expect(page.locator("article.batch").first).to_contain_text("For each of 61 images")
+    batch_id = page.url.rsplit("#batch-", 1)[1]
+    batch = api.get(f"/api/batches/{batch_id}").json()
+    assert sorted(r["input_image_id"] for r in batch["runs"]) == keep
+    assert api.post(f"/api/batches/{batch_id}/cancel").status_code == 200
     watch.assert_clean()
     page.context.close()

@@ -80,3 +80,17 @@ def test_a_batch_waited_for_in_the_terminal_and_the_batch_commands(
     )
     assert refused.code == 1 and ghost in refused.said and "Nothing was started" in refused.said
     assert both.code == 2 and neither.code == 2
+
+    # --tag narrows --series to the images tagged so.
+    first = batch["runs"][0]["input_image_id"]
+    assert cli("images", "tag", "keep", first).code == 0
+    tagged, untagged, stray = cli.many(
+        ("jobs", "batch", job_id, "--series", series_id, "--tag", "keep", "--json"),
+        ("jobs", "batch", job_id, "--series", series_id, "--tag", "nothing"),
+        ("jobs", "batch", job_id, first, "--tag", "keep"),
+    )
+    assert tagged.code == 0, tagged
+    narrowed = tagged.json()
+    assert narrowed["total"] == 1 and narrowed["runs"][0]["input_image_id"] == first
+    assert untagged.code == 1 and "no images tagged “nothing”" in untagged.said
+    assert stray.code == 2 and "--tag go with --series" in stray.said

@@ -317,6 +317,50 @@ async def test_a_batch_over_a_series_and_its_subseries(client: httpx.AsyncClient
     assert len(runs) == 5 and {r["batch_id"] for r in runs} == {first["id"], second["id"]}
 
 
+async def test_a_batch_over_the_images_of_a_series_with_a_tag(client: httpx.AsyncClient) -> None:
+    """A tag narrows a series (and its sub-series) to the images tagged so: one run each,
+    oldest first. A tag alone, or one no image has, starts nothing and says why."""
+    top = await make_series(client, "Top")
+    child = await make_series(client, "Child", parent_id=top["id"])
+    images = [await make_image(client, top["id"], f"t{n}.png") for n in range(3)]
+    below = await make_image(client, child["id"], "c.png")
+    for image in (images[0], images[2], below):
+        ok(await client.patch(f"/api/images/{image['id']}", json={"tags": ["Portrait"]}))
+    job = await make_job(client, top["id"])
+    ok(
+        await put_steps(
+            client, job["id"], [{"kind": "llm", "prompt": "Caption {{ input.filename }}"}]
+        )
+    )
+    url = f"/api/jobs/{job['id']}/batches"
+
+    alone = await client.post(url, json={"tag": "portrait"})
+    assert alone.status_code == 422 and "give the series too" in alone.json()["detail"]
+    nothing = await client.post(url, json={"series_id": top["id"], "tag": "landscape"})
+    assert nothing.status_code == 422
+    assert "no images tagged “landscape” in the series" in nothing.json()["detail"]
+    assert ok(await client.get(url))["items"] == []
+
+    # Tags are matched as they are kept: trimmed, lower case.
+    tagged = ok(await client.post(url, json={"series_id": top["id"], "tag": " PORTRAIT "}), 202)
+    assert tagged["total"] == 2
+    done = await wait_for_batch(client, tagged["id"])
+    assert done["status"] == "succeeded"
+    assert [r["input_image_id"] for r in done["runs"]] == [images[0]["id"], images[2]["id"]]
+    deep = ok(
+        await client.post(
+            url, json={"series_id": top["id"], "include_subseries": True, "tag": "portrait"}
+        ),
+        202,
+    )
+    done = await wait_for_batch(client, deep["id"])
+    assert [r["input_image_id"] for r in done["runs"]] == [
+        images[0]["id"],
+        images[2]["id"],
+        below["id"],
+    ]
+
+
 async def test_a_plain_run_is_not_held_behind_a_batch(
     tmp_path: Path, database_url: str, gemini: Any
 ) -> None:

@@ -113,6 +113,40 @@ async def test_restyle_three_images(gemini_client: httpx.AsyncClient, gemini: An
     assert len(jobs["items"]) == 1
 
 
+async def test_restyle_the_images_of_a_series_with_a_tag(
+    gemini_client: httpx.AsyncClient, gemini: Any
+) -> None:
+    """What a gallery's "select all tagged …" sends: only the tagged images are restyled."""
+    photos, originals, original_files = await series_with_images(gemini_client, "Photos", 3)
+    style, _, _ = await series_with_images(gemini_client, "Ink", 1)
+    target = await make_series(gemini_client, "Photos in ink")
+    for image in (originals[0], originals[2]):
+        ok(await gemini_client.patch(f"/api/images/{image['id']}", json={"tags": ["keep"]}))
+
+    gemini.reset()
+    started = ok(
+        await gemini_client.post(
+            "/api/restyles",
+            json={
+                "series_id": photos["id"],
+                "tag": "keep",
+                "style_series_id": style["id"],
+                "target_series_id": target["id"],
+            },
+        ),
+        202,
+    )
+    assert started["total"] == 2
+    batch = await wait_for_batch(gemini_client, started["id"])
+    assert batch["status"] == "succeeded", batch
+    assert [r["input_image_id"] for r in batch["runs"]] == [originals[0]["id"], originals[2]["id"]]
+    # Each call sent its own source image first: the untagged one was never sent.
+    firsts = sorted(r.images[0].data for r in gemini.requests)
+    assert firsts == sorted([original_files[0], original_files[2]])
+    made = ok(await gemini_client.get(f"/api/series/{target['id']}/images"))["items"]
+    assert len(made) == 2
+
+
 async def test_restyle_refusals_change_nothing(gemini_client: httpx.AsyncClient) -> None:
     photos, originals, _ = await series_with_images(gemini_client, "Photos", 1)
     style, _, _ = await series_with_images(gemini_client, "Style", 1)
@@ -127,6 +161,8 @@ async def test_restyle_refusals_change_nothing(gemini_client: httpx.AsyncClient)
         ({**base, "image_ids": [NOWHERE]}, 422, "does not exist"),
         ({**base, "image_ids": []}, 422, "at least one image"),
         ({**base, "series_id": photos["id"]}, 422, "either"),
+        ({**base, "tag": "keep"}, 422, "give the series too"),
+        ({**base, "image_ids": None, "series_id": photos["id"], "tag": "none"}, 422, "tagged"),
         ({**base, "style_series_id": empty["id"]}, 422, "no images and no style profile"),
         ({**base, "style_series_id": NOWHERE}, 404, "no series"),
         ({**base, "target_series_id": NOWHERE}, 404, "no series"),

@@ -46,20 +46,23 @@ def jobs_batch(
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="With --series: its sub-series' images too.")
     ] = False,
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="With --series: only its images with this tag.")
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Run it here and show its progress until it ends.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the batch as JSON.")] = False,
 ) -> None:
-    """Run the job once for each image: the IMAGE_IDs given, or those of --series. Each run gets
-    its image as `input` ({{ input.prompt }}, the reference "input"). With --wait the runs
-    execute in this terminal (COG_BATCH_CONCURRENCY at a time) with a progress bar; without,
-    they are queued for `cog serve` (or `cog worker`)."""
+    """Run the job once for each image: the IMAGE_IDs given, or those of --series (with --tag,
+    only those tagged so). Each run gets its image as `input` ({{ input.prompt }}, the
+    reference "input"). With --wait the runs execute in this terminal (COG_BATCH_CONCURRENCY at
+    a time) with a progress bar; without, they are queued for `cog serve` (or `cog worker`)."""
     jid = parse_id(job_id, "job")
     if bool(image_ids) == (series is not None):
         fail("Give image ids, or --series SERIES (not both).", 2)
-    if recursive and series is None:
-        fail("--recursive goes with --series.", 2)
+    if (recursive or tag is not None) and series is None:
+        fail("--recursive and --tag go with --series.", 2)
     ids = [parse_id(i, "image") for i in image_ids or []]
     sid = parse_id(series, "series") if series is not None else None
 
@@ -71,6 +74,7 @@ def jobs_batch(
             image_ids=ids or None,
             series_id=sid,
             include_subseries=recursive,
+            tag=tag,
             concurrency=settings.batch_concurrency,
             enqueue=settings.uses_queue and not wait,
         )
@@ -154,6 +158,9 @@ def batches_restyle(
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="With --series: its sub-series' images too.")
     ] = False,
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="With --series: only its images with this tag.")
+    ] = None,
     prompt: Annotated[str, typer.Option("--prompt", help="Words added to every prompt.")] = "",
     style_image: Annotated[
         list[str] | None,
@@ -173,15 +180,16 @@ def batches_restyle(
     as_json: Annotated[bool, typer.Option("--json", help="Print the batch as JSON.")] = False,
 ) -> None:
     """Re-render images in the style of another series (--style) into a target series (--to):
-    the IMAGE_IDs given, or those of --series. Each image is sent with style images of the
-    style series (--style-image, or a sample of --style-count) and its style profile; each
-    result records its source image and the style in its lineage and metadata. With --wait
+    the IMAGE_IDs given, or those of --series (with --tag, only those tagged so). Each image
+    is sent with style images of the style series (--style-image, or a sample of
+    --style-count) and its style profile; each result records its source image and the style
+    in its lineage and metadata. With --wait
     the runs execute in this terminal with a progress bar; without, they are queued for
     `cog serve` (or `cog worker`)."""
     if bool(image_ids) == (series is not None):
         fail("Give image ids, or --series SERIES (not both).", 2)
-    if recursive and series is None:
-        fail("--recursive goes with --series.", 2)
+    if (recursive or tag is not None) and series is None:
+        fail("--recursive and --tag go with --series.", 2)
     ids = [parse_id(i, "image") for i in image_ids or []]
     sid = parse_id(series, "series") if series is not None else None
     style_id = parse_id(style, "series")
@@ -197,6 +205,7 @@ def batches_restyle(
             image_ids=ids or None,
             series_id=sid,
             include_subseries=recursive,
+            tag=tag,
             prompt=prompt,
             style_image_ids=picked,
             style_image_count=style_count,

@@ -212,26 +212,6 @@ async def existing_images(session: AsyncSession, image_ids: Sequence[uuid.UUID])
     return found
 
 
-async def images_in(
-    session: AsyncSession, series_ids: Sequence[uuid.UUID], limit: int
-) -> list[uuid.UUID]:
-    """Images of the series, oldest first (the order they were added in), up to `limit`."""
-    rows = await session.execute(
-        sa.select(Image.id)
-        .where(Image.series_id.in_(series_ids))
-        .order_by(Image.created_at, Image.id)
-        .limit(limit)
-    )
-    return list(rows.scalars())
-
-
-async def count_in(session: AsyncSession, series_ids: Sequence[uuid.UUID]) -> int:
-    found = await session.execute(
-        sa.select(sa.func.count()).select_from(Image).where(Image.series_id.in_(series_ids))
-    )
-    return int(found.scalar_one())
-
-
 async def subtree(session: AsyncSession, root_id: uuid.UUID) -> list[Series]:
     """The series and every series under it (the choices of a batch over a series)."""
     walk = sa.select(Series.id).where(Series.id == root_id).cte("walk", recursive=True)

@@ -127,9 +127,18 @@ async def count_matching(session: AsyncSession, where: ImageFilter) -> tuple[int
     return int(row[0]), int(row[1])
 
 
-async def ids_matching(session: AsyncSession, where: ImageFilter) -> list[uuid.UUID]:
+async def ids_matching(
+    session: AsyncSession,
+    where: ImageFilter,
+    *,
+    oldest_first: bool = False,
+    limit: int | None = None,
+) -> list[uuid.UUID]:
+    """The ids of the images that match, newest first (or oldest first: the order they were
+    added in)."""
+    order = (Image.created_at, Image.id) if oldest_first else (Image.created_at.desc(), Image.id)
     rows = await session.execute(
-        sa.select(Image.id).where(*matching(where)).order_by(Image.created_at.desc(), Image.id)
+        sa.select(Image.id).where(*matching(where)).order_by(*order).limit(limit)
     )
     return list(rows.scalars())
 

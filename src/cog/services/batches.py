@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.db import batches as batches_db
+from cog.db import images as images_db
 from cog.db import queue as queue_db
 from cog.db import runs as runs_db
-from cog.db import series as series_db
 from cog.db.base import utcnow
+from cog.db.images import ImageFilter
 from cog.db.models import Batch, Series
 from cog.db.pages import Page, check_limit
 from cog.domain import MAX_BATCH_IMAGES, BatchStatus, RunStatus
@@ -42,21 +43,40 @@ async def require(session: AsyncSession, batch_id: uuid.UUID) -> Batch:
 
 
 async def selection_of_series(
-    session: AsyncSession, series_id: uuid.UUID, *, include_subseries: bool
+    session: AsyncSession,
+    series_id: uuid.UUID,
+    *,
+    include_subseries: bool,
+    tag: str | None = None,
 ) -> list[uuid.UUID]:
-    """The images of a series (and of its sub-series), oldest first."""
+    """The images of a series (and of its sub-series), only those tagged `tag` when one is
+    given, oldest first."""
     await series_service.require(session, series_id)
-    ids = await series_db.subtree_ids(session, series_id) if include_subseries else [series_id]
-    count = await batches_db.count_in(session, ids)
-    where = "the series and its sub-series" if include_subseries else "the series"
+    clean = series_service.normalize_tags([tag]) if tag is not None else []
+    if tag is not None and not clean:
+        raise Invalid("The `tag` is empty.")
+    where = ImageFilter(series_id, include_subseries, clean[0] if clean else None)
+    count, _ = await images_db.count_matching(session, where)
+    place = "the series and its sub-series" if include_subseries else "the series"
+    what = f"images tagged “{where.tag}”" if where.tag else "images"
     if count == 0:
-        raise Invalid(f"There are no images in {where} to run the job for.")
+        raise Invalid(f"There are no {what} in {place} to run the job for.")
     if count > MAX_BATCH_IMAGES:
         raise Invalid(
-            f"{where.capitalize()} hold {count} images; a batch runs for at most "
-            f"{MAX_BATCH_IMAGES}. Choose a sub-series or a selection of images."
+            f"{place.capitalize()} hold {count} {what}; a batch runs for at most "
+            f"{MAX_BATCH_IMAGES}. Choose a sub-series, a tag or a selection of images."
         )
-    return await batches_db.images_in(session, ids, MAX_BATCH_IMAGES)
+    return await images_db.ids_matching(session, where, oldest_first=True, limit=MAX_BATCH_IMAGES)
+
+
+def check_source(
+    image_ids: Sequence[uuid.UUID] | None, series_id: uuid.UUID | None, tag: str | None
+) -> None:
+    """A batch is for a list of images or for a series (narrowed by a tag), never both."""
+    if tag is not None and series_id is None:
+        raise Invalid("A `tag` narrows the images of `series_id`: give the series too.")
+    if (image_ids is None) == (series_id is None):
+        raise Invalid("Give either `image_ids` (a selection) or `series_id` (a whole series).")
 
 
 async def check_selection(session: AsyncSession, image_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
@@ -89,14 +109,15 @@ async def start(
     image_ids: Sequence[uuid.UUID] | None = None,
     series_id: uuid.UUID | None = None,
     include_subseries: bool = False,
+    tag: str | None = None,
     concurrency: int,
     enqueue: bool = False,
 ) -> Batch:
     """Start a batch: one queued run of the job's current steps for each image, from a list
-    of image ids (any images) or from a series. With `enqueue` (the queue executor), the runs'
-    jobs are committed with them, each batch's spread over `concurrency` queue locks."""
-    if (image_ids is None) == (series_id is None):
-        raise Invalid("Give either `image_ids` (a selection) or `series_id` (a whole series).")
+    of image ids (any images) or from a series (its images tagged `tag`, when given). With
+    `enqueue` (the queue executor), the runs' jobs are committed with them, each batch's spread
+    over `concurrency` queue locks."""
+    check_source(image_ids, series_id, tag)
     job, specs = await runs_service.runnable_steps(session, job_id)
     if not uses_input(specs):
         raise Invalid(
@@ -105,7 +126,9 @@ async def start(
             "step's input images, then run it for each image."
         )
     if series_id is not None:
-        ids = await selection_of_series(session, series_id, include_subseries=include_subseries)
+        ids = await selection_of_series(
+            session, series_id, include_subseries=include_subseries, tag=tag
+        )
     else:
         ids = await check_selection(session, image_ids or [])
     # One style snapshot for the whole batch: every image gets the same style references.

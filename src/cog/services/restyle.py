@@ -67,6 +67,7 @@ async def start(
     image_ids: Sequence[uuid.UUID] | None = None,
     series_id: uuid.UUID | None = None,
     include_subseries: bool = False,
+    tag: str | None = None,
     prompt: str = "",
     style_image_ids: Sequence[uuid.UUID] = (),
     style_image_count: int = 3,
@@ -75,8 +76,7 @@ async def start(
 ) -> Batch:
     """Start the restyle: answers its batch (whose job is the restyle job). Everything is
     checked before the job is made or changed, so a refused restyle changes nothing."""
-    if (image_ids is None) == (series_id is None):
-        raise Invalid("Give either `image_ids` (a selection) or `series_id` (a whole series).")
+    batches_service.check_source(image_ids, series_id, tag)
     style = await series_service.require(session, style_series_id)
     await series_service.require(session, target_series_id)
     problems = style_service.reference_room_problems(
@@ -93,7 +93,7 @@ async def start(
         )
     if series_id is not None:
         ids = await batches_service.selection_of_series(
-            session, series_id, include_subseries=include_subseries
+            session, series_id, include_subseries=include_subseries, tag=tag
         )
     else:
         ids = await batches_service.check_selection(session, image_ids or [])

@@ -720,11 +720,13 @@ class RunList(BaseModel):
 
 class BatchCreate(Input):
     """Either `image_ids` (any images, each run once, at most 1,000) or `series_id` (its images,
-    with those of its sub-series when `include_subseries`)."""
+    with those of its sub-series when `include_subseries`; only those tagged `tag`, when
+    given)."""
 
     image_ids: Annotated[list[uuid.UUID], Field(max_length=1000)] | None = None
     series_id: uuid.UUID | None = None
     include_subseries: bool = False
+    tag: Tag | None = Field(None, description="With `series_id`: only its images with this tag.")
 
 
 class BatchOut(BaseModel):
@@ -767,11 +769,13 @@ class BatchList(BaseModel):
 
 class RestyleCreate(Input):
     """Re-render images in the style of another series: `image_ids` (any images, at most
-    1,000), or the images of `series_id` (with its sub-series' when `include_subseries`)."""
+    1,000), or the images of `series_id` (with its sub-series' when `include_subseries`; only
+    those tagged `tag`, when given)."""
 
     image_ids: Annotated[list[uuid.UUID], Field(max_length=MAX_BATCH_IMAGES)] | None = None
     series_id: uuid.UUID | None = Field(None, description="Restyle every image of this series.")
     include_subseries: bool = False
+    tag: Tag | None = Field(None, description="With `series_id`: only its images with this tag.")
     style_series_id: uuid.UUID = Field(description="The series whose style the images take.")
     target_series_id: uuid.UUID = Field(description="The series the restyled images go to.")
     prompt: Annotated[str, StringConstraints(max_length=2_000)] = Field(

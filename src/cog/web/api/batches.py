@@ -31,7 +31,8 @@ async def start_batch(
     job_id: uuid.UUID, body: BatchCreate, session: SessionDep, state: StateDep
 ) -> BatchOut:
     """Run the job once for each image: of `image_ids` (any images, at most 1,000), or of the
-    series `series_id` (with its sub-series' images when `include_subseries`). Each run is given
+    series `series_id` (with its sub-series' images when `include_subseries`; only those tagged
+    `tag`, when given). Each run is given
     its image as the template variable `input`, and as the reference `"input"` of a step's
     `input_images`. At most `COG_BATCH_CONCURRENCY` runs of the batch execute at once.
 
@@ -44,6 +45,7 @@ async def start_batch(
         image_ids=body.image_ids,
         series_id=body.series_id,
         include_subseries=body.include_subseries,
+        tag=body.tag,
         concurrency=settings.batch_concurrency,
         enqueue=settings.uses_queue,
     )

@@ -439,13 +439,9 @@
       const field = (name) => $(`[name=${name}]`, form).value;
       const chosenImages = everything
         ? tag
-          ? null
+          ? { series_id: seriesId, tag }
           : { series_id: seriesId }
         : { image_ids: Array.from(picked) };
-      if (!chosenImages) {
-        toast("A restyle takes the images themselves or a whole series: select the images.", true);
-        return false;
-      }
       let response;
       try {
         response = await fetch("/api/restyles", {
