@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from cog.testing.gemini_server import GeminiTestServer
 from tests.e2e.browser import CHROMIUM, Cog, Watch, open_page, png, shoot
@@ -21,6 +21,17 @@ pytestmark = [
 
 # Slow enough to see the batch run, fast enough for the suite.
 GEMINI_LATENCY_S = 0.3
+
+
+def restyle_dialog(page: Page, title: str, style_id: str, target_id: str) -> Locator:
+    """Open Restyle… for what is selected, check what the dialog says it is for, and choose
+    the style and the target series."""
+    page.get_by_role("button", name="Restyle…").click()
+    dialog = page.locator("#modal dialog")
+    expect(dialog).to_contain_text(title)
+    dialog.get_by_label("In the style of the series").select_option(value=style_id)
+    dialog.get_by_label("Into the series").select_option(value=target_id)
+    return dialog
 
 
 def test_restyle_a_selection_in_the_style_of_another_series(
@@ -53,11 +64,7 @@ def test_restyle_a_selection_in_the_style_of_another_series(
     page.get_by_role("button", name="Select", exact=True).click()
     page.get_by_role("button", name="Select all shown").click()
     expect(page.locator("#selection-count")).to_have_text("3 images selected")
-    page.get_by_role("button", name="Restyle…").click()
-    dialog = page.locator("#modal dialog")
-    expect(dialog).to_contain_text("Restyle 3 images")
-    dialog.get_by_label("In the style of the series").select_option(value=gouache["id"])
-    dialog.get_by_label("Into the series").select_option(value=target["id"])
+    dialog = restyle_dialog(page, "Restyle 3 images", gouache["id"], target["id"])
     dialog.get_by_label("Style images to send with each").fill("2")
     shoot(page, "restyle-dialog")
     browser_gemini.reset()
@@ -98,12 +105,8 @@ def test_restyle_a_selection_in_the_style_of_another_series(
     page.get_by_role("button", name="Select", exact=True).click()
     page.get_by_role("button", name="Select all 61 tagged “keep”").click()
     expect(page.locator("#selection-count")).to_have_text("All 61 images selected")
-    page.get_by_role("button", name="Restyle…").click()
-    dialog = page.locator("#modal dialog")
-    expect(dialog).to_contain_text("Restyle all 61 images")
-    dialog.get_by_label("In the style of the series").select_option(value=gouache["id"])
-    dialog.get_by_label("Into the series").select_option(value=target["id"])
-    dialog.get_by_role("button", name="Restyle").click()
+    restyle_dialog(page, "Restyle all 61 images", gouache["id"], target["id"])
+    page.locator("#modal dialog").get_by_role("button", name="Restyle").click()
     expect(page).to_have_url(re.compile(r"/cog/jobs/[0-9a-f-]+#batch-"))
     expect(page.locator("article.batch").first).to_contain_text("For each of 61 images")
     batch_id = page.url.rsplit("#batch-", 1)[1]

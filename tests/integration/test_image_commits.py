@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,19 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def sessions(engine: AsyncEngine) -> SessionMaker:
     return make_sessionmaker(engine)
+
+
+@pytest.fixture
+def commits_seen(engine: AsyncEngine) -> Iterator[list[object]]:
+    """The commits made on the engine while the test runs (clear it where counting starts)."""
+    seen: list[object] = []
+
+    def count(conn: object) -> None:
+        seen.append(conn)
+
+    sa.event.listen(engine.sync_engine, "commit", count)
+    yield seen
+    sa.event.remove(engine.sync_engine, "commit", count)
 
 
 @pytest.fixture
@@ -90,21 +103,15 @@ async def queued(settings: Settings, count: int) -> None:
 async def test_images_ready_together_share_transactions_and_all_land(
     settings: Settings,
     store: ObjectStore,
-    engine: AsyncEngine,
+    commits_seen: list[object],
     sessions: SessionMaker,
     series_id: uuid.UUID,
 ) -> None:
-    commits_seen: list[object] = []
-
-    def count(conn: object) -> None:
-        commits_seen.append(conn)
-
-    sa.event.listen(engine.sync_engine, "commit", count)
+    commits_seen.clear()
     group = ImageCommits(sessions, store)
     made = await asyncio.gather(
         *(keep(store, settings, group, series_id, seed) for seed in range(6))
     )
-    sa.event.remove(engine.sync_engine, "commit", count)
     paths = {image.storage_path for image in made}
     assert len(paths) == 6
     assert await rows(sessions) == (paths, paths)
@@ -139,20 +146,24 @@ async def test_a_failed_transaction_keeps_no_file_and_no_row_of_any_image_in_it(
 
 
 class Gates:
-    """Holds an image's transaction open inside `before_commit` until the test lets it go."""
+    """Holds what reaches a gate (an image's transaction, inside `before_commit`, by its
+    prompt; or a store write, by its bytes) until the test lets it go."""
 
     def __init__(self) -> None:
-        self.entered: dict[str, asyncio.Event] = {}
-        self.release: dict[str, asyncio.Event] = {}
+        self.entered: dict[Hashable, asyncio.Event] = {}
+        self.release: dict[Hashable, asyncio.Event] = {}
 
-    def gate(self, prompt: str) -> None:
-        self.entered[prompt] = asyncio.Event()
-        self.release[prompt] = asyncio.Event()
+    def gate(self, key: Hashable) -> None:
+        self.entered[key] = asyncio.Event()
+        self.release[key] = asyncio.Event()
+
+    async def passing(self, key: Hashable) -> None:
+        if key in self.entered:
+            self.entered[key].set()
+            await self.release[key].wait()
 
     async def __call__(self, _session: AsyncSession, image: Image) -> None:
-        if image.prompt in self.entered:
-            self.entered[image.prompt].set()
-            await self.release[image.prompt].wait()
+        await self.passing(image.prompt)
 
 
 async def test_an_image_cancelled_while_its_rows_commit_keeps_both(
@@ -221,45 +232,34 @@ async def test_a_transaction_cancelled_midway_keeps_nothing_of_its_images(
 async def test_the_groups_own_write_runs_once_in_each_transaction_after_its_images(
     settings: Settings,
     store: ObjectStore,
-    engine: AsyncEngine,
+    commits_seen: list[object],
     sessions: SessionMaker,
     series_id: uuid.UUID,
 ) -> None:
     """A step writes its own row once per transaction, with every image the transaction holds."""
     seen_in_rows: list[int] = []
-    commits_seen: list[object] = []
-
-    def count(conn: object) -> None:
-        commits_seen.append(conn)
 
     async def then(session: AsyncSession) -> None:
         found = await session.scalar(sa.select(sa.func.count()).select_from(Image))
         seen_in_rows.append(int(found or 0))
 
-    sa.event.listen(engine.sync_engine, "commit", count)
+    commits_seen.clear()
     group = ImageCommits(sessions, store, then=then)
     await asyncio.gather(*(keep(store, settings, group, series_id, seed) for seed in range(5)))
-    sa.event.remove(engine.sync_engine, "commit", count)
     assert len(seen_in_rows) == len(commits_seen)
     assert seen_in_rows == sorted(seen_in_rows) and seen_in_rows[-1] == 5
 
 
 class HeldStore:
-    """The test's store, with the write of chosen bytes held until the test lets it go."""
+    """The test's store, whose writes pass its `gates`, keyed by the bytes written."""
 
     def __init__(self, store: ObjectStore) -> None:
         self._store = store
-        self.held: dict[bytes, asyncio.Event] = {}
-        self.writing: dict[bytes, asyncio.Event] = {}
-
-    def hold(self, data: bytes) -> None:
-        self.held[data] = asyncio.Event()
-        self.writing[data] = asyncio.Event()
+        self.gates = Gates()
 
     async def put(self, key: str, data: Any) -> None:
-        if isinstance(data, bytes) and data in self.held:
-            self.writing[data].set()
-            await self.held[data].wait()
+        if isinstance(data, bytes):
+            await self.gates.passing(data)
         await self._store.put(key, data)
 
     def __getattr__(self, name: str) -> Any:
@@ -269,23 +269,18 @@ class HeldStore:
 async def test_a_transaction_waits_for_the_images_still_being_written_to_join_it(
     settings: Settings,
     store: ObjectStore,
-    engine: AsyncEngine,
+    commits_seen: list[object],
     sessions: SessionMaker,
     series_id: uuid.UUID,
 ) -> None:
     """An image ready first does not commit alone while another, already in hand, is still
     being written to the store: they share one transaction. An image whose check fails does
     not hold the others up."""
-    commits_seen: list[object] = []
-
-    def count(conn: object) -> None:
-        commits_seen.append(conn)
-
     held = HeldStore(store)
     slow = noisy_png(64, 48, seed=1)
-    held.hold(slow)
+    held.gates.gate(slow)
     group = ImageCommits(sessions, held)  # type: ignore[arg-type]
-    sa.event.listen(engine.sync_engine, "commit", count)
+    commits_seen.clear()
 
     async def make(data: bytes, prompt: str) -> Image:
         return await store_generated(
@@ -303,16 +298,15 @@ async def test_a_transaction_waits_for_the_images_still_being_written_to_join_it
     first = asyncio.create_task(make(noisy_png(64, 48, seed=0), "fast"))
     second = asyncio.create_task(make(slow, "slow"))
     broken = asyncio.create_task(make(noisy_png(64, 48, seed=2)[:200], "truncated"))
-    await held.writing[slow].wait()
+    await held.gates.entered[slow].wait()
     await queued(settings, 1)  # the fast one's file is written and it waits to commit
     assert not first.done()
     assert commits_seen == []
     assert await rows(sessions) == (set(), set())
-    held.held[slow].set()
+    held.gates.release[slow].set()
     made = await asyncio.gather(first, second)
     with pytest.raises(Exception, match=r"(?i)image"):
         await broken
-    sa.event.remove(engine.sync_engine, "commit", count)
     paths = {image.storage_path for image in made}
     assert await rows(sessions) == (paths, paths)
     assert files(settings) == paths
