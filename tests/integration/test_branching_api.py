@@ -116,6 +116,56 @@ async def test_structured_scenes_fan_out_into_images_recorded_with_their_item(
     assert len(looked.images) == 6
 
 
+async def test_a_loop_refines_each_item_with_the_image_an_earlier_loop_made_for_it(
+    gemini_client: httpx.AsyncClient, gemini: Any, job: dict[str, Any]
+) -> None:
+    """`step:N:item`: each turn of a loop gets only the images the earlier loop made for the
+    same item, sent to the model and kept in the lineage; a resumed run reads them back."""
+    steps = [
+        scenes_step(),
+        {"kind": "image", "prompt": "Sketch {{ item.title }}", "for_each": "steps[0].json.scenes"},
+        {
+            "kind": "image",
+            "prompt": "Paint {{ item.title }} from the sketch",
+            "for_each": "steps[0].json.scenes",
+            "config": {"input_images": ["step:1:item"]},
+        },
+        {
+            "kind": "llm",
+            "prompt": "Say which scene this is: {{ item.title }}",
+            "for_each": "steps[0].json.scenes",
+            "config": {"input_images": ["step:2:item"]},
+        },
+    ]
+    saved = await put_steps(gemini_client, job["id"], steps)
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["steps"][2]["config"]["input_images"] == ["step:1:item"]
+    gemini.script_json([ANSWER])
+    run = await run_job(gemini_client, job["id"])
+    assert run["status"] == "succeeded", run
+    _, sketches, paintings, captions = run["steps"]
+
+    async def stored(image_id: str) -> bytes:
+        return (await gemini_client.get(f"/api/images/{image_id}/file")).content
+
+    for scene, sketch, painting in zip(
+        ANSWER["scenes"], sketches["iterations"], paintings["iterations"], strict=True
+    ):
+        (paint,) = [r for r in gemini.requests if r.prompt == painting["prompt"]]
+        assert painting["prompt"] == f"Paint {scene['title']} from the sketch"
+        # The sketch of this scene, and no other.
+        assert [i.data for i in paint.images] == [await stored(sketch["image_ids"][0])]
+        lineage = (
+            await gemini_client.get(f"/api/images/{painting['image_ids'][0]}/lineage")
+        ).json()
+        assert [(p["image_id"], p["role"]) for p in lineage["parents"]] == [
+            (sketch["image_ids"][0], "reference")
+        ]
+    for painting, caption in zip(paintings["iterations"], captions["iterations"], strict=True):
+        (ask,) = [r for r in gemini.requests if r.prompt == caption["prompt"]]
+        assert [i.data for i in ask.images] == [await stored(painting["image_ids"][0])]
+
+
 async def test_a_loop_runs_its_image_calls_together_within_the_limit(
     gemini_client: httpx.AsyncClient, gemini: Any, job: dict[str, Any]
 ) -> None:
@@ -364,6 +414,7 @@ async def test_steps_keep_their_condition_loop_and_schema_and_old_steps_their_sh
 
 
 LOOP = {"kind": "image", "prompt": "{{ item.title }}", "for_each": "steps[0].json.scenes"}
+ITEM_OF_1 = {"input_images": ["step:1:item"]}
 
 
 @pytest.mark.parametrize(
@@ -455,6 +506,31 @@ LOOP = {"kind": "image", "prompt": "{{ item.title }}", "for_each": "steps[0].jso
         (
             [scenes_step(), {**LOOP, "when": "x" * 2001}],
             "step 1: `when`: String should have at most 2000 characters",
+        ),
+        (
+            [scenes_step(), LOOP, {**LOOP, "config": {"input_images": ["step:2:item"]}}],
+            "step 2: input image 'step:2:item' refers to a step that does not run before it",
+        ),
+        (
+            [scenes_step(), LOOP, {**LOOP, "config": {"input_images": ["step:0:item"]}}],
+            "step 2: 'step:0:item' is an llm step and makes no images",
+        ),
+        (
+            [scenes_step(), LOOP, {"kind": "image", "prompt": "x", "config": ITEM_OF_1}],
+            "step 2: 'step:1:item' gives each item the images step 1 made for the same item: "
+            "both steps need a loop (`for_each`)",
+        ),
+        (
+            [
+                scenes_step(),
+                {**LOOP, "for_each": None, "prompt": "x"},
+                {**LOOP, "config": ITEM_OF_1},
+            ],
+            "step 2: 'step:1:item' gives each item the images step 1 made for the same item",
+        ),
+        (
+            [scenes_step(), LOOP, {**LOOP, "config": {"input_images": ["step:1:items"]}}],
+            "'step:1:items' is neither an image id, a step reference like 'step:0'",
         ),
     ],
 )

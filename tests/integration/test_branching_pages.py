@@ -44,6 +44,33 @@ async def test_the_editor_saves_a_schema_a_loop_and_a_condition_and_shows_them_a
     assert "steps[0].json" in page  # offered as a variable to the later step
 
 
+async def test_a_loop_step_takes_each_items_image_of_an_earlier_loop_from_the_editor(
+    client: httpx.AsyncClient,
+) -> None:
+    series = await make_series(client, "Harbour")
+    job = await make_job(client, series["id"])
+    loop = "steps[0].json.scenes"
+    form = editor_form(
+        {"kind": "llm", "prompt": "List scenes", "schema": json.dumps(SCENES)},
+        {"kind": "image", "prompt": "Sketch {{ item.title }}", "for_each": loop},
+        {"kind": "image", "prompt": "Paint {{ item.title }}", "for_each": loop},
+    )
+    assert (await client.post(f"/cog/jobs/{job['id']}", data=form, headers=HX)).status_code == 200
+    page = (await client.get(f"/cog/jobs/{job['id']}")).text
+    offered = re.findall(r'name="steps-2-input_images" value="(step:[^"]+)"[^>]*> ([^<]+)<', page)
+    assert offered == [
+        ("step:1", "Images of step 2"),
+        ("step:1:item", "This item&#39;s images of step 2"),
+    ]
+
+    form["steps-2-input_images"] = "step:1:item"
+    assert (await client.post(f"/cog/jobs/{job['id']}", data=form, headers=HX)).status_code == 200
+    steps = (await client.get(f"/api/jobs/{job['id']}")).json()["steps"]
+    assert steps[2]["config"]["input_images"] == ["step:1:item"]
+    page = (await client.get(f"/cog/jobs/{job['id']}")).text
+    assert 'value="step:1:item" checked> This item' in page
+
+
 async def test_the_editor_shows_branching_problems_at_their_fields_and_saves_nothing(
     client: httpx.AsyncClient,
 ) -> None:

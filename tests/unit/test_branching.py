@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from cog.db.models import StepRun
 from cog.engine import branching
+from cog.engine.fanout import output_of
 from cog.engine.prompts import SeriesContext, StepOutput, render, template_context
 from cog.engine.steps import StepSpec, needs, validate_steps
 from cog.errors import Invalid
@@ -126,3 +128,20 @@ def test_old_steps_dump_as_they_always_did() -> None:
     dumped = spec().model_dump(mode="json", by_alias=True)
     assert set(dumped) == {"kind", "prompt", "model", "config"}
     assert "schema" not in dumped["config"]
+
+
+def test_a_finished_loop_offers_each_items_images_to_a_resumed_run() -> None:
+    """A run resumed after a loop finished reads each item's images back from the step's row,
+    in item order, for `step:N:item`."""
+    row = StepRun(
+        status="succeeded",
+        text="",
+        image_ids=["a", "b", "c"],
+        iterations=[
+            {"index": 1, "status": "succeeded", "image_ids": ["c"]},
+            {"index": 0, "status": "succeeded", "image_ids": ["a", "b"]},
+        ],
+    )
+    assert output_of(row).item_images == [["a", "b"], ["c"]]
+    plain = StepRun(status="succeeded", text="", image_ids=["a"], iterations=[])
+    assert output_of(plain).item_images is None

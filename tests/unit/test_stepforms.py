@@ -10,6 +10,7 @@ from cog.web.pages.stepforms import (
     apply_action,
     field_of,
     sort_problems,
+    step_choices,
     steps_from_form,
 )
 
@@ -129,3 +130,20 @@ def test_problems_are_sorted_by_step_and_field() -> None:
     assert problems.at(1, "step") == ["Unknown key `config.seed`"]
     assert problems.general == ["A job has at most 20 steps; this one has 21."]
     assert (problems.of_step(1), problems.count) == (2, 4)
+
+
+def test_a_loop_step_is_offered_each_items_images_of_an_earlier_loop() -> None:
+    loop = "steps[0].json.scenes"
+    steps = [
+        StepDraft(kind="llm", prompt="List scenes"),
+        StepDraft(kind="image", prompt="Sketch {{ item }}", for_each=loop),
+        StepDraft(kind="image", prompt="Once"),
+        StepDraft(kind="image", prompt="Paint {{ item }}", for_each=loop),
+    ]
+    assert [(c.ref, c.label) for c in step_choices(steps, 3)] == [
+        ("step:1", "Images of step 2"),
+        ("step:1:item", "This item's images of step 2"),
+        ("step:2", "Images of step 3"),
+    ]
+    # Without a loop of its own, a step takes every image of a loop, never an item's.
+    assert [c.ref for c in step_choices(steps, 2)] == ["step:1"]

@@ -99,7 +99,9 @@ skipped (and so are the steps that use its output).
 - A step may have "for_each": an expression giving a list of an earlier structured answer, \
 without braces, e.g. steps[0].json.variations. The step runs once per item, all at once, and \
 its prompt sees the item as {{ item }} (its fields as {{ item.prompt }}). A later step gets \
-the images of every item with "step:N" in config.input_images.
+the images of every item with "step:N" in config.input_images; a later step with a for_each \
+over the same list gets, for each item, only the images step N made for that item with \
+"step:N:item" (to refine or vary each one).
 - When the base prompt asks for several different things ("four variations of...", "a scene \
 for each season"), let an llm step list them with a schema like {"type": "object", \
 "properties": {"variations": {"type": "array", "minItems": 4, "maxItems": 4, "items": \

@@ -21,6 +21,7 @@ from cog.domain import StepKind, StepStatus
 from cog.engine.branching import ITEM
 from cog.engine.imagecalls import ImageCall, StepImages
 from cog.engine.prompts import StepOutput, render
+from cog.engine.steps import item_refs
 from cog.errors import CogError, ProviderError
 from cog.providers.base import InputImage
 
@@ -53,7 +54,16 @@ def output_of(row: StepRun) -> StepOutput:
     """What a step that ended (before a resume) offers later steps."""
     if row.status == StepStatus.skipped:
         return StepOutput(skipped=True)
-    return StepOutput(row.text or "", [str(i) for i in row.image_ids], row.json_output)
+    items = sorted(
+        (it for it in row.iterations or [] if isinstance(it, dict)),
+        key=lambda it: int(it.get("index", 0)),
+    )
+    return StepOutput(
+        row.text or "",
+        [str(i) for i in row.image_ids],
+        row.json_output,
+        item_images=[[str(i) for i in it.get("image_ids", [])] for it in items] if items else None,
+    )
 
 
 class IterationImages(StepImages):
@@ -161,12 +171,21 @@ class FanOut:
         await self._write(
             status=StepStatus.running, started_at=started, error=None, rendered_prompt=None
         )
-        inputs, parents = await runner._input_images(spec, self.outputs)
+        # With an item's images of an earlier step (`step:N:item`), each item has its own.
+        own: dict[int, tuple[list[InputImage], list[Parent]]] = {}
+        inputs: list[InputImage] = []
+        parents: list[Parent] = []
+        if item_refs(spec.config):
+            for it in self.iterations:
+                if it.status != StepStatus.succeeded:
+                    own[it.index] = await runner._input_images(spec, self.outputs, it.index)
+        else:
+            inputs, parents = await runner._input_images(spec, self.outputs)
         try:
             if spec.kind is StepKind.llm:
-                await self._ask_each(inputs)
+                await self._ask_each(inputs, own)
             else:
-                await self._images_of_each(inputs, parents)
+                await self._images_of_each(inputs, parents, own)
         except (StepFailed, CogError):
             for it in self.iterations:
                 if it.status in _UNFINISHED:
@@ -179,6 +198,7 @@ class FanOut:
             "\n\n".join(texts),
             [i for it in self.iterations for i in it.image_ids],
             [it.json for it in self.iterations] if structured else None,
+            item_images=[list(it.image_ids) for it in self.iterations],
         )
 
     async def _write(self, **values: Any) -> None:
@@ -215,7 +235,12 @@ class FanOut:
                 it.status = StepStatus.succeeded
                 it.prompt = entry.get("prompt") or it.prompt
 
-    async def _images_of_each(self, inputs: list[InputImage], parents: list[Parent]) -> None:
+    async def _images_of_each(
+        self,
+        inputs: list[InputImage],
+        parents: list[Parent],
+        own: dict[int, tuple[list[InputImage], list[Parent]]],
+    ) -> None:
         count = self.spec.config.count
         ledger = IterationImages(self.iterations, count)
         calls = [
@@ -224,6 +249,8 @@ class FanOut:
                 index,
                 meta={"iteration": it.index, "item": it.item},
                 iteration=it.index,
+                inputs=own[it.index][0] if it.index in own else None,
+                parents=own[it.index][1] if it.index in own else None,
             )
             for it in self.iterations
             if it.status != StepStatus.succeeded
@@ -233,7 +260,9 @@ class FanOut:
             self.spec, self.row, calls, inputs, parents, self.tally, ledger
         )
 
-    async def _ask_each(self, inputs: list[InputImage]) -> None:
+    async def _ask_each(
+        self, inputs: list[InputImage], own: dict[int, tuple[list[InputImage], list[Parent]]]
+    ) -> None:
         from cog.engine.runner import StepFailed
 
         # As many calls at a time as images may be made at a time.
@@ -243,8 +272,9 @@ class FanOut:
         async def one(it: Iteration) -> None:
             try:
                 async with slots:
+                    images = own[it.index][0] if it.index in own else inputs
                     output, model = await self.runner.ask(
-                        self.spec, it.prompt or "", inputs, self.tally
+                        self.spec, it.prompt or "", images, self.tally
                     )
             except CogError as exc:
                 it.status, it.error = StepStatus.failed, exc.message

@@ -11,16 +11,23 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from cog.db.lineage import Parent
+from cog.providers.base import InputImage
+
 
 @dataclass(frozen=True)
 class ImageCall:
     """One image to make: its prompt, its place among the step's (or the iteration's) images,
-    and what its metadata records beside the usual (the item of a loop)."""
+    what its metadata records beside the usual (the item of a loop), and, when they are its
+    own rather than the step's, its reference images and their versions (an item's images of
+    an earlier step, `step:N:item`)."""
 
     prompt: str
     index: int
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     iteration: int | None = None
+    inputs: list[InputImage] | None = None
+    parents: list[Parent] | None = None
 
 
 class StepImages:

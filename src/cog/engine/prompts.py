@@ -108,6 +108,8 @@ class StepOutput:
     images: list[str] = field(default_factory=list)
     json: Any = None
     skipped: bool = False
+    # A step with a loop: the images of each item, in item order ("step:N:item").
+    item_images: list[list[str]] | None = None
 
     def __str__(self) -> str:
         return self.text

@@ -33,7 +33,7 @@ from cog.engine import branching, fanout
 from cog.engine.context import StyleSnapshot, series_context, with_style_marker
 from cog.engine.imagecalls import ImageCall, StepImages
 from cog.engine.prompts import InputContext, StepOutput, render, template_context
-from cog.engine.steps import INPUT_REF, STEP_REF, StepSpec, step_refs
+from cog.engine.steps import INPUT_REF, ITEM_REF, STEP_REF, StepSpec, step_refs
 from cog.errors import CogError, ProviderError
 from cog.providers.base import (
     Attempt,
@@ -264,14 +264,17 @@ class Runner:
         )
 
     async def _input_images(
-        self, spec: StepSpec, outputs: list[StepOutput]
+        self, spec: StepSpec, outputs: list[StepOutput], item: int | None = None
     ) -> tuple[list[InputImage], list[Parent]]:
-        """The step's input images, with the versions they are (the lineage of what it makes)."""
+        """The step's input images (for the `item`-th item of its loop, when given), with the
+        versions they are (the lineage of what it makes)."""
         ids: list[uuid.UUID] = []
         roles: dict[uuid.UUID, str] = {}
         for ref in spec.config.input_images:
             if match := STEP_REF.match(ref):
                 ids += [uuid.UUID(i) for i in outputs[int(match.group(1))].images]
+            elif match := ITEM_REF.match(ref):
+                ids += [uuid.UUID(i) for i in _item_images(outputs, int(match.group(1)), item)]
             elif ref == INPUT_REF:
                 if self.input_image_id is None:
                     raise StepFailed(
@@ -409,7 +412,7 @@ class Runner:
                 async with self.deps.image_slots:
                     result = await self.deps.image.generate_image(
                         prompt=call.prompt,
-                        references=inputs,
+                        references=inputs if call.inputs is None else call.inputs,
                         model=model,
                         aspect_ratio=spec.config.aspect_ratio,
                         image_size=spec.config.image_size,
@@ -418,7 +421,8 @@ class Runner:
                 if result.text:
                     texts.append(result.text)
                     ledger.said(call, result.text)
-                await self._keep_image(row, spec, call, result, commits, ledger, parents)
+                lineage = parents if call.parents is None else call.parents
+                await self._keep_image(row, spec, call, result, commits, ledger, lineage)
             except CogError as exc:
                 ledger.failed(call, exc.message)
                 raise
@@ -514,6 +518,19 @@ class Runner:
                 "image_ids": list(self.style.image_ids),
             }
         return found
+
+
+def _item_images(outputs: list[StepOutput], step: int, item: int | None) -> list[str]:
+    """The images step `step` (a step with a loop) made for the `item`-th item."""
+    per_item = outputs[step].item_images
+    if item is None or per_item is None:
+        raise StepFailed(f"'step:{step}:item' needs a loop here and in step {step}.")
+    if item >= len(per_item):
+        raise StepFailed(
+            f"Item {item} has no images of step {step}, which went over {len(per_item)} "
+            f"item{'s' if len(per_item) != 1 else ''}."
+        )
+    return per_item[item]
 
 
 def _success(output: StepOutput, tally: _Tally) -> dict[str, Any]:

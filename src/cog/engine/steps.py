@@ -30,6 +30,8 @@ from cog.engine.prompts import check_template, variables_of
 from cog.errors import Invalid
 
 STEP_REF = re.compile(r"^step:(\d+)$")
+# The images an earlier step with a loop made for the same item (both steps go over a list).
+ITEM_REF = re.compile(r"^step:(\d+):item$")
 # The image a run of a batch is for, as a reference (`input` in templates).
 INPUT_REF = "input"
 
@@ -82,14 +84,15 @@ class StepConfig(BaseModel):
     @classmethod
     def _refs_are_ids_or_steps(cls, refs: list[str]) -> list[str]:
         for ref in refs:
-            if ref == INPUT_REF or STEP_REF.match(ref):
+            if ref == INPUT_REF or STEP_REF.match(ref) or ITEM_REF.match(ref):
                 continue
             try:
                 uuid.UUID(ref)
             except ValueError:
                 raise ValueError(
-                    f"{ref!r} is neither an image id, a step reference like 'step:0', nor "
-                    "'input' (the image a run of a batch is for)"
+                    f"{ref!r} is neither an image id, a step reference like 'step:0' (or "
+                    "'step:0:item', the same item's images of a step with a loop), nor 'input' "
+                    "(the image a run of a batch is for)"
                 ) from None
         return refs
 
@@ -127,14 +130,24 @@ class StepSpec(BaseModel):
 
 
 def step_refs(config: StepConfig) -> list[int]:
-    return [int(m.group(1)) for ref in config.input_images if (m := STEP_REF.match(ref))]
+    """The steps whose images a step takes, whole (`step:N`) or item by item (`step:N:item`)."""
+    return [
+        int(m.group(1))
+        for ref in config.input_images
+        if (m := STEP_REF.match(ref) or ITEM_REF.match(ref))
+    ]
+
+
+def item_refs(config: StepConfig) -> list[int]:
+    """The steps whose images a step with a loop takes item by item."""
+    return [int(m.group(1)) for ref in config.input_images if (m := ITEM_REF.match(ref))]
 
 
 def image_refs(config: StepConfig) -> list[uuid.UUID]:
     return [
         uuid.UUID(ref)
         for ref in config.input_images
-        if ref != INPUT_REF and not STEP_REF.match(ref)
+        if ref != INPUT_REF and not STEP_REF.match(ref) and not ITEM_REF.match(ref)
     ]
 
 
@@ -242,12 +255,17 @@ def _step_problems(spec: StepSpec, position: int, specs: Sequence[StepSpec | Non
             problems.append("`count` applies to image steps only")
     elif config.temperature is not None:
         problems.append("`temperature` applies to llm steps only")
+    items = set(item_refs(config))
     for ref in step_refs(config):
         source = specs[ref] if ref < position else None
+        name = f"step:{ref}:item" if ref in items else f"step:{ref}"
         if ref >= position:
-            problems.append(
-                f"input image 'step:{ref}' refers to a step that does not run before it"
-            )
+            problems.append(f"input image '{name}' refers to a step that does not run before it")
         elif source is not None and source.kind is not StepKind.image:
-            problems.append(f"'step:{ref}' is an llm step and makes no images")
+            problems.append(f"'{name}' is an llm step and makes no images")
+        elif ref in items and source is not None and (spec.for_each is None or not source.for_each):
+            problems.append(
+                f"'{name}' gives each item the images step {ref} made for the same item: both "
+                "steps need a loop (`for_each`)"
+            )
     return problems

@@ -26,9 +26,11 @@ from cog.web.pages._common import form_uuid, hx_redirect, render, same_origin
 from cog.web.pages.batches import batch_form, cards, newest_cards, parse_ids
 from cog.web.pages.stepforms import (
     Problems,
+    StepChoice,
     StepDraft,
     apply_action,
     sort_problems,
+    step_choices,
     steps_from_form,
     text,
 )
@@ -63,6 +65,9 @@ class Editor:
             for r in rows
         ]
         return cls(job.title, job.base_prompt, steps, **kwargs)
+
+    def step_choices(self, position: int) -> list[StepChoice]:
+        return step_choices(self.steps, position)
 
     @classmethod
     def of_form(cls, form: FormData) -> Editor:

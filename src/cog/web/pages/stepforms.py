@@ -112,6 +112,28 @@ class StepDraft:
         return step
 
 
+@dataclass(frozen=True)
+class StepChoice:
+    """An earlier step's images a step card offers as input images."""
+
+    ref: str
+    label: str
+
+
+def step_choices(steps: Sequence[StepDraft], position: int) -> list[StepChoice]:
+    """The earlier image steps whose images the step at `position` can take: all of them, and,
+    when both steps go over a list, each item's own."""
+    looped = bool(steps[position].for_each.strip())
+    choices: list[StepChoice] = []
+    for j, earlier in enumerate(steps[:position]):
+        if earlier.kind != StepKind.image:
+            continue
+        choices.append(StepChoice(f"step:{j}", f"Images of step {j + 1}"))
+        if looped and earlier.for_each.strip():
+            choices.append(StepChoice(f"step:{j}:item", f"This item's images of step {j + 1}"))
+    return choices
+
+
 def text(value: str) -> str:
     """Browsers send text areas with CRLF line ends; prompts keep plain newlines."""
     return value.replace("\r\n", "\n").replace("\r", "\n")
