@@ -80,6 +80,43 @@ async def test_a_batch_started_from_the_page_runs_live_to_its_end(
     )
 
 
+async def test_the_form_narrows_a_series_to_a_tag_and_the_batch_follows(
+    client: httpx.AsyncClient,
+) -> None:
+    top = await make_series(client, "Top")
+    child = await make_series(client, "Child", parent_id=top["id"])
+    images = [await make_image(client, top["id"], f"t{n}.png") for n in range(3)]
+    below = await make_image(client, child["id"], "c.png")
+    for image, tags in ((images[0], ["night"]), (images[2], ["night", "sea"]), (below, ["sea"])):
+        assert (await client.patch(f"/api/images/{image['id']}", json={"tags": tags})).is_success
+    job = await make_job(client, top["id"])
+
+    # The tags of the chosen images, most used first, each with its count.
+    page = (await client.get(f"/cog/jobs/{job['id']}")).text
+    offered = re.findall(
+        r'<option value="([^"]*)"[^>]*>([^<]+)</option>',
+        page.split('id="batch-tag"')[1].split("</select>")[0],
+    )
+    assert offered == [("", "All images"), ("night", "night — 2 images"), ("sea", "sea — 1 image")]
+    narrowed = await client.get(
+        f"/cog/jobs/{job['id']}/batch-form",
+        params={"series_id": top["id"], "include_subseries": "true", "tag": "sea"},
+        headers=HX,
+    )
+    assert "Run for each of 2 images" in narrowed.text
+    assert 'value="sea" selected' in narrowed.text
+    assert "sea — 2 images" in narrowed.text  # with the sub-series' image
+
+    data = {**editor_form(INPUT_STEP), "series_id": top["id"], "tag": "night"}
+    started = await client.post(f"/cog/jobs/{job['id']}/batches", data=data, headers=HX)
+    assert started.status_code == 200, started.text
+    assert "Saved and started 2 runs, one for each image." in started.text
+    (batch_id,) = set(re.findall(r'id="batch-([0-9a-f-]{36})"', started.text))
+    await card_until_ended(client, batch_id)
+    batch = (await client.get(f"/api/batches/{batch_id}")).json()
+    assert [r["input_image_id"] for r in batch["runs"]] == [images[0]["id"], images[2]["id"]]
+
+
 async def test_refusals_show_in_the_form_and_a_plain_run_says_to_use_a_batch(
     client: httpx.AsyncClient,
 ) -> None:

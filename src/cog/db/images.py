@@ -256,10 +256,10 @@ async def sha256_in_series(session: AsyncSession, series_id: uuid.UUID) -> dict[
     return dict(rows.all())
 
 
-async def tags_in_series(
-    session: AsyncSession, series_id: uuid.UUID, *, limit: int
+async def tags_in(
+    session: AsyncSession, where: ImageFilter, *, limit: int
 ) -> list[tuple[str, int]]:
-    """The tags of the series' images with how many images carry each, most used first."""
+    """The tags of the images that match with how many of them carry each, most used first."""
     if session.get_bind().dialect.name == "postgresql":
         tag = sa.func.unnest(Image.tags).table_valued("value").render_derived(name="tag")
     else:
@@ -269,7 +269,7 @@ async def tags_in_series(
         sa.select(tag.c.value, count)
         .select_from(Image)
         .join(tag, sa.true())
-        .where(Image.series_id == series_id)
+        .where(*matching(where))
         .group_by(tag.c.value)
         .order_by(count.desc(), tag.c.value)
         .limit(limit)

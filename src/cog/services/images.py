@@ -309,10 +309,16 @@ async def count(session: AsyncSession, series_id: uuid.UUID, *, tag: str | None 
 
 
 async def tag_counts(
-    session: AsyncSession, series_id: uuid.UUID, *, limit: int = 100
+    session: AsyncSession,
+    series_id: uuid.UUID,
+    *,
+    include_subseries: bool = False,
+    limit: int = 100,
 ) -> list[tuple[str, int]]:
-    """The tags the series' images carry, most used first, with how many carry each."""
-    return await images_db.tags_in_series(session, series_id, limit=limit)
+    """The tags the series' images (with its sub-series', when asked) carry, most used first,
+    with how many carry each."""
+    where = images_db.ImageFilter(series_id, include_subseries)
+    return await images_db.tags_in(session, where, limit=limit)
 
 
 async def update(

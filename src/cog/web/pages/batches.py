@@ -14,7 +14,9 @@ from cog.db import batches as batches_db
 from cog.db.models import Image, Job
 from cog.errors import Invalid
 from cog.services import batches as batches_service
+from cog.services import images as images_service
 from cog.services import jobs as jobs_service
+from cog.services import series as series_service
 from cog.web.deps import SessionDep, StateDep
 from cog.web.pages._common import render, same_origin
 from cog.web.schemas import BatchDetail
@@ -25,6 +27,7 @@ Guarded = [Depends(same_origin)]
 BATCHES_PAGE = 5
 CARD_RUNS = 48  # the runs a card shows as tiles; the API lists them all
 SELECTION_PREVIEW = 12  # thumbnails of a selection the form shows
+TAGS_OFFERED = 50  # the most used tags of the chosen images, offered to narrow them
 
 
 @dataclass
@@ -39,11 +42,16 @@ class BatchForm:
     preview: list[Image] = field(default_factory=list)
     missing: int = 0  # chosen images that no longer exist
     error: str | None = None
+    # The tags of the chosen images, with how many carry each; `tag` narrows them to one.
+    tags: list[tuple[str, int]] = field(default_factory=list)
+    tag: str | None = None
 
     @property
     def count(self) -> int:
         if self.selection is not None:
             return len(self.selection)
+        if self.tag is not None:
+            return dict(self.tags).get(self.tag, 0)
         for choice in self.choices:
             if choice.series.id == self.series_id:
                 return choice.with_subseries if self.include_subseries else choice.images
@@ -60,6 +68,7 @@ async def batch_form(
     *,
     series_id: uuid.UUID | None = None,
     include_subseries: bool = False,
+    tag: str | None = None,
     image_ids: list[uuid.UUID] | None = None,
     error: str | None = None,
 ) -> BatchForm:
@@ -67,6 +76,13 @@ async def batch_form(
     if series_id not in {c.series.id for c in choices}:
         series_id = job.series_id
     form = BatchForm(choices, series_id, include_subseries, error=error)
+    if image_ids is None:
+        form.tags = await images_service.tag_counts(
+            session, series_id, include_subseries=include_subseries, limit=TAGS_OFFERED
+        )
+        clean = series_service.normalize_tags([tag]) if tag else []
+        # A tag the chosen images do not carry (another series was chosen since) is let go.
+        form.tag = clean[0] if clean and clean[0] in dict(form.tags) else None
     if image_ids is not None:
         wanted = list(dict.fromkeys(image_ids))
         found = await batches_db.existing_images(session, wanted)
@@ -113,10 +129,14 @@ async def form_fragment(
     state: StateDep,
     series_id: uuid.UUID | None = None,
     include_subseries: bool = False,
+    tag: str | None = None,
 ) -> HTMLResponse:
-    """The form again, for another series or with(out) the sub-series: the count follows."""
+    """The form again, for another series, with(out) the sub-series or for a tag: the count
+    follows."""
     job = await jobs_service.require(session, job_id)
-    form = await batch_form(session, job, series_id=series_id, include_subseries=include_subseries)
+    form = await batch_form(
+        session, job, series_id=series_id, include_subseries=include_subseries, tag=tag
+    )
     return render(
         request,
         "batches/_form.html",

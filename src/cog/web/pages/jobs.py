@@ -319,11 +319,14 @@ async def job_batch(
     chosen = posted.get("series_id")
     series_id = form_uuid(chosen, "series_id") if isinstance(chosen, str) else None
     include_subseries = posted.get("include_subseries") == "true"
+    picked_tag = posted.get("tag")
+    tag = picked_tag if isinstance(picked_tag, str) and picked_tag.strip() else None
     selection = [v for v in posted.getlist("image_ids") if isinstance(v, str)]
     image_ids = parse_ids(",".join(selection)) if selection else None
     if not await _save(session, job, editor):
         return await render_editor(request, session, job, editor, status_code=422)
     settings = state.settings
+    error: str | None = None
     try:
         batch = await batches_service.start(
             session,
@@ -331,19 +334,23 @@ async def job_batch(
             image_ids=image_ids,
             series_id=None if image_ids is not None else series_id,
             include_subseries=include_subseries,
+            tag=None if image_ids is not None else tag,
             concurrency=settings.batch_concurrency,
             enqueue=settings.uses_queue,
         )
     except Invalid as exc:
+        error = exc.message
+    form = await batch_form(
+        session,
+        job,
+        series_id=series_id,
+        include_subseries=include_subseries,
+        tag=tag,
+        image_ids=image_ids,
+        error=error,
+    )
+    if error is not None:
         editor.message = "Saved; the batch was not started."
-        form = await batch_form(
-            session,
-            job,
-            series_id=series_id,
-            include_subseries=include_subseries,
-            image_ids=image_ids,
-            error=exc.message,
-        )
         return await render_editor(
             request,
             session,
@@ -358,9 +365,6 @@ async def job_batch(
     (card,) = await cards(session, [batch.id])
     editor.message = (
         f"Saved and started {card.total} run{'s' if card.total != 1 else ''}, one for each image."
-    )
-    form = await batch_form(
-        session, job, series_id=series_id, include_subseries=include_subseries, image_ids=image_ids
     )
     return await render_editor(
         request,
