@@ -422,6 +422,31 @@ async def test_the_live_stream_draws_each_event_where_it_belongs(
     assert finished.count('class="tile tile-generated"') == 2
 
 
+async def test_a_run_step_counts_its_calls_and_retries_apart(
+    gemini_client: httpx.AsyncClient, gemini: Any
+) -> None:
+    """Four images are four calls, not four attempts; a retried call says so."""
+    series = await make_series(gemini_client, "S")
+    job = await make_job(gemini_client, series["id"])
+    steps = [
+        {"kind": "llm", "prompt": "Describe {{ base_prompt }}"},
+        {"kind": "image", "prompt": "{{ previous.text }}", "config": {"count": 4}},
+    ]
+    await gemini_client.put(f"/api/jobs/{job['id']}/steps", json={"steps": steps})
+    gemini.fail_next(1, status=503)  # the llm step's first try
+    started = (await gemini_client.post(f"/api/jobs/{job['id']}/runs")).json()
+    run = await wait_for_run(gemini_client, started["id"])
+    assert run["status"] == "succeeded", run
+    assert [s["attempts"] for s in run["steps"]] == [2, 4]
+    page = (await gemini_client.get(f"/cog/jobs/{job['id']}?run={run['id']}")).text
+    heads = re.findall(
+        r'<strong>Step \d</strong>\s*<span class="muted small">(.*?)</span>', page, re.S
+    )
+    assert len(heads) == 2
+    assert "1 retry" in heads[0] and "call" not in heads[0]
+    assert "4 calls" in heads[1] and "retr" not in heads[1] and "attempt" not in heads[1]
+
+
 async def test_text_no_database_can_store_is_refused_in_the_form(client: httpx.AsyncClient) -> None:
     series = await make_series(client, "S")
     job = await make_job(client, series["id"])
