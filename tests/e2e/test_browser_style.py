@@ -105,13 +105,19 @@ def test_restyle_a_selection_in_the_style_of_another_series(
     page.get_by_role("button", name="Select", exact=True).click()
     page.get_by_role("button", name="Select all 61 tagged “keep”").click()
     expect(page.locator("#selection-count")).to_have_text("All 61 images selected")
-    restyle_dialog(page, "Restyle all 61 images", gouache["id"], target["id"])
-    page.locator("#modal dialog").get_by_role("button", name="Restyle").click()
+    # Into a new series this time, titled in the dialog.
+    dialog = restyle_dialog(page, "Restyle all 61 images", gouache["id"], "new")
+    title = dialog.get_by_label("Title of the new series")
+    expect(title).to_have_value("Photos, restyled")
+    title.fill("Kept, in gouache")
+    dialog.get_by_role("button", name="Restyle").click()
     expect(page).to_have_url(re.compile(r"/cog/jobs/[0-9a-f-]+#batch-"))
     expect(page.locator("article.batch").first).to_contain_text("For each of 61 images")
     batch_id = page.url.rsplit("#batch-", 1)[1]
     batch = api.get(f"/api/batches/{batch_id}").json()
     assert sorted(r["input_image_id"] for r in batch["runs"]) == keep
+    job = api.get(f"/api/jobs/{batch['job_id']}").json()
+    assert api.get(f"/api/series/{job['series_id']}").json()["title"] == "Kept, in gouache"
     assert api.post(f"/api/batches/{batch_id}/cancel").status_code == 200
     watch.assert_clean()
     page.context.close()

@@ -87,6 +87,21 @@ def test_a_restyle_waited_for_in_the_terminal(cli: Cli, gemini: GeminiTestServer
     refused = cli("batches", "restyle", "--style", style, "--to", target)
     assert refused.code == 2  # neither images nor --series
 
+    # Into a new series, made for the results.
+    queued, both = cli.many(
+        ("batches", "restyle", "--series", photos, "--style", style, "--to-new", "Gouache 2",
+         "--json"),
+        ("batches", "restyle", "--series", photos, "--style", style, "--to", target,
+         "--to-new", "x"),
+    )  # fmt: skip
+    assert queued.code == 0, queued
+    job = cli("jobs", "show", queued.json()["job_id"], "--json").json()
+    listed = cli("series", "list", "--json").json()
+    made = [s for s in listed if s["title"] == "Gouache 2"]
+    assert len(made) == 1 and made[0]["parent_id"] is None
+    assert job["series_id"] == made[0]["id"]
+    assert both.code == 2 and "not both" in both.said
+
 
 def test_a_jobs_style_source_from_the_terminal(cli: Cli) -> None:
     mine = created_id(cli("series", "create", "Harbour"))

@@ -147,6 +147,31 @@ async def test_restyle_the_images_of_a_series_with_a_tag(
     assert len(made) == 2
 
 
+async def test_restyle_into_a_new_series(gemini_client: httpx.AsyncClient) -> None:
+    photos, originals, _ = await series_with_images(gemini_client, "Photos", 2)
+    style, _, _ = await series_with_images(gemini_client, "Ink", 1)
+    started = ok(
+        await gemini_client.post(
+            "/api/restyles",
+            json={
+                "series_id": photos["id"],
+                "style_series_id": style["id"],
+                "target_title": " Photos in ink ",
+            },
+        ),
+        202,
+    )
+    batch = await wait_for_batch(gemini_client, started["id"])
+    assert batch["status"] == "succeeded", batch
+    job = ok(await gemini_client.get(f"/api/jobs/{batch['job_id']}"))
+    made = ok(await gemini_client.get(f"/api/series/{job['series_id']}"))
+    assert (made["title"], made["parent_id"]) == ("Photos in ink", None)
+    results = ok(await gemini_client.get(f"/api/series/{made['id']}/images"))["items"]
+    assert sorted(i["metadata"]["input_image_id"] for i in results) == sorted(
+        i["id"] for i in originals
+    )
+
+
 async def test_restyle_refusals_change_nothing(gemini_client: httpx.AsyncClient) -> None:
     photos, originals, _ = await series_with_images(gemini_client, "Photos", 1)
     style, _, _ = await series_with_images(gemini_client, "Style", 1)
@@ -169,9 +194,25 @@ async def test_restyle_refusals_change_nothing(gemini_client: httpx.AsyncClient)
         ({**base, "style_image_ids": [originals[0]["id"]]}, 422, "another series"),
         ({**base, "style_image_count": 14}, 422, "at most 13"),
         ({**base, "colour": "red"}, 422, "colour"),
+        ({**base, "target_title": "New"}, 422, "either `target_series_id`"),
+        ({**base, "target_series_id": None}, 422, "either `target_series_id`"),
+        (
+            {
+                **base,
+                "target_series_id": None,
+                "target_title": "New",
+                "style_series_id": empty["id"],
+            },
+            422,
+            "no images and no style profile",
+        ),
+        ({**base, "target_series_id": None, "target_title": "  "}, 422, "target_title"),
     ]
     for body, status, words in cases:
         response = await gemini_client.post("/api/restyles", json=body)
         assert response.status_code == status, (body, response.text)
         assert words in response.json()["detail"], (body, response.text)
     assert ok(await gemini_client.get(f"/api/series/{target['id']}/jobs"))["items"] == []
+    # No refused restyle made the new series it was asked for.
+    titles = [s["title"] for s in ok(await gemini_client.get("/api/series"))["items"]]
+    assert "New" not in titles

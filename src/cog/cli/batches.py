@@ -148,7 +148,13 @@ async def _run_here(ctx: Context, batch_id: uuid.UUID) -> None:
 @batches_app.command("restyle")
 def batches_restyle(
     style: Annotated[str, typer.Option("--style", help="The series whose style the images take.")],
-    to: Annotated[str, typer.Option("--to", help="The series the restyled images go to.")],
+    to: Annotated[
+        str | None, typer.Option("--to", help="The series the restyled images go to.")
+    ] = None,
+    to_new: Annotated[
+        str | None,
+        typer.Option("--to-new", help="Instead of --to: a new series with this title for them."),
+    ] = None,
     image_ids: Annotated[
         list[str] | None, typer.Argument(help="Images to restyle (any series).")
     ] = None,
@@ -179,21 +185,22 @@ def batches_restyle(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the batch as JSON.")] = False,
 ) -> None:
-    """Re-render images in the style of another series (--style) into a target series (--to):
-    the IMAGE_IDs given, or those of --series (with --tag, only those tagged so). Each image
-    is sent with style images of the style series (--style-image, or a sample of
-    --style-count) and its style profile; each result records its source image and the style
-    in its lineage and metadata. With --wait
-    the runs execute in this terminal with a progress bar; without, they are queued for
-    `cog serve` (or `cog worker`)."""
+    """Re-render images in the style of another series (--style) into a target series (--to,
+    or a new one: --to-new TITLE): the IMAGE_IDs given, or those of --series (with --tag, only
+    those tagged so). Each image is sent with style images of the style series (--style-image,
+    or a sample of --style-count) and its style profile; each result records its source image
+    and the style in its lineage and metadata. With --wait the runs execute in this terminal
+    with a progress bar; without, they are queued for `cog serve` (or `cog worker`)."""
     if bool(image_ids) == (series is not None):
         fail("Give image ids, or --series SERIES (not both).", 2)
     if (recursive or tag is not None) and series is None:
         fail("--recursive and --tag go with --series.", 2)
     ids = [parse_id(i, "image") for i in image_ids or []]
     sid = parse_id(series, "series") if series is not None else None
+    if (to is None) == (to_new is None):
+        fail("Give --to SERIES, or --to-new TITLE for a new series (not both).", 2)
     style_id = parse_id(style, "series")
-    target_id = parse_id(to, "series")
+    target_id = parse_id(to, "series") if to is not None else None
     picked = [parse_id(i, "image") for i in style_image or []]
 
     async def work(ctx: Context) -> dict[str, Any]:
@@ -202,6 +209,7 @@ def batches_restyle(
             ctx.session,
             style_series_id=style_id,
             target_series_id=target_id,
+            target_title=to_new,
             image_ids=ids or None,
             series_id=sid,
             include_subseries=recursive,

@@ -63,7 +63,8 @@ async def start(
     session: AsyncSession,
     *,
     style_series_id: uuid.UUID,
-    target_series_id: uuid.UUID,
+    target_series_id: uuid.UUID | None = None,
+    target_title: str | None = None,
     image_ids: Sequence[uuid.UUID] | None = None,
     series_id: uuid.UUID | None = None,
     include_subseries: bool = False,
@@ -74,11 +75,19 @@ async def start(
     concurrency: int,
     enqueue: bool = False,
 ) -> Batch:
-    """Start the restyle: answers its batch (whose job is the restyle job). Everything is
-    checked before the job is made or changed, so a refused restyle changes nothing."""
+    """Start the restyle: answers its batch (whose job is the restyle job). The results go to
+    `target_series_id`, or to a new top-level series titled `target_title`. Everything is
+    checked before anything is made or changed, so a refused restyle changes nothing."""
+    if (target_series_id is None) == (target_title is None):
+        raise Invalid(
+            "Give either `target_series_id` (an existing series) or `target_title` (a new one)."
+        )
     batches_service.check_source(image_ids, series_id, tag)
     style = await series_service.require(session, style_series_id)
-    await series_service.require(session, target_series_id)
+    if target_series_id is not None:
+        await series_service.require(session, target_series_id)
+    else:
+        target_title = series_service.clean_title(target_title or "")
     problems = style_service.reference_room_problems(
         [StepSpec.model_validate(s) for s in STEPS],
         style_service.style_reference_count(
@@ -105,6 +114,8 @@ async def start(
             f"The series “{style.title}” has no images and no style profile: there is no style "
             "to take. Add images to it, or draft or write its style profile."
         )
+    if target_series_id is None:
+        target_series_id = (await series_service.create(session, title=target_title or "")).id
     job = await _existing_job(session, target_series_id, style.id)
     if job is None:
         job = await jobs_service.create(

@@ -777,7 +777,12 @@ class RestyleCreate(Input):
     include_subseries: bool = False
     tag: Tag | None = Field(None, description="With `series_id`: only its images with this tag.")
     style_series_id: uuid.UUID = Field(description="The series whose style the images take.")
-    target_series_id: uuid.UUID = Field(description="The series the restyled images go to.")
+    target_series_id: uuid.UUID | None = Field(
+        None, description="The series the restyled images go to."
+    )
+    target_title: Title | None = Field(
+        None, description="Instead of `target_series_id`: a new top-level series for them."
+    )
     prompt: Annotated[str, StringConstraints(max_length=2_000)] = Field(
         "", description="Words added to the prompt of every image (optional)."
     )

@@ -20,12 +20,12 @@ router = APIRouter(prefix="/api", tags=["batches"])
 )
 async def start_restyle(body: RestyleCreate, session: SessionDep, state: StateDep) -> BatchOut:
     """Re-render each image (of `image_ids`, any series; or of the series `series_id`, only
-    those tagged `tag` when given) in the style of `style_series_id`, into `target_series_id`.
-    It starts a batch of a job kept in the target series (made the first time, then reused
-    for the same style): the job has the style series as its style source, and its one image
-    step sends the image (the `input` reference) with the style images (`style_image_ids`,
-    else a sample of `style_image_count`), marked as style references in the prompt, with
-    `prompt` added.
+    those tagged `tag` when given) in the style of `style_series_id`, into `target_series_id`
+    (or a new top-level series titled `target_title`). It starts a batch of a job kept in the
+    target series (made the first time, then reused for the same style): the job has the
+    style series as its style source, and its one image step sends the image (the `input`
+    reference) with the style images (`style_image_ids`, else a sample of
+    `style_image_count`), marked as style references in the prompt, with `prompt` added.
     Each image made records its source image (`input`) and the style images (`style`) in its
     lineage, and the style series in its metadata (`style`). Follow it as any batch
     (`GET /api/batches/{id}`; its `job_id` is the restyle job).
@@ -38,6 +38,7 @@ async def start_restyle(body: RestyleCreate, session: SessionDep, state: StateDe
         session,
         style_series_id=body.style_series_id,
         target_series_id=body.target_series_id,
+        target_title=body.target_title,
         image_ids=body.image_ids,
         series_id=body.series_id,
         include_subseries=body.include_subseries,

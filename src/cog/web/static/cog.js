@@ -434,6 +434,15 @@
       if (!ok) form.closest("dialog")?.close();
     });
 
+    // "A new series…" as the restyle's target asks for its title.
+    document.addEventListener("change", (event) => {
+      const select = event.target.closest?.("form[data-batch-form=restyle] select[name=target_series_id]");
+      if (!select) return;
+      const title = $("[data-new-target]", select.form);
+      title.hidden = select.value !== "new";
+      $("input", title).required = select.value === "new";
+    });
+
     // A restyle is a batch of the restyle job; its page shows the batch's progress.
     async function restyle(form) {
       const field = (name) => $(`[name=${name}]`, form).value;
@@ -450,7 +459,9 @@
           body: JSON.stringify({
             ...chosenImages,
             style_series_id: field("style_series_id"),
-            target_series_id: field("target_series_id"),
+            ...(field("target_series_id") === "new"
+              ? { target_title: field("target_title") }
+              : { target_series_id: field("target_series_id") }),
             style_image_count: Number(field("style_image_count") || 0),
             prompt: field("prompt"),
           }),
