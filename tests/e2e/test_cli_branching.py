@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.runtime import Runtime
 from cog.services import series as series_service
+from tests.api import SCENES
 from tests.e2e.cli import Call, Cli, add_job, editor, flat, run_here, seed, seen
-from tests.integration.test_branching_api import SCENES
 
 pytestmark = pytest.mark.slow
 

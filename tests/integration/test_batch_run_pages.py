@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
+from tests.api import HX, editor_form, make_job
 from tests.factories import make_image, make_series
-from tests.integration.test_web_pages import HX, editor_form, make_job
 
 INPUT_STEP = {"kind": "llm", "prompt": "Caption {{ input.filename }}", "input_images": "input"}
 

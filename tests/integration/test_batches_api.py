@@ -22,9 +22,9 @@ from cog.db.models import Batch
 from cog.db.session import make_engine, make_sessionmaker
 from cog.services import batches as batches_service
 from cog.web.app import create_app
+from tests.api import make_job, ok, put_steps, run_job, wait_for_batch
 from tests.conftest import make_settings, open_client
 from tests.factories import make_image, make_series
-from tests.integration.test_jobs_api import make_job, put_steps, run_job
 
 BATCH_STEPS = [
     {
@@ -34,24 +34,6 @@ BATCH_STEPS = [
         "config": {"input_images": ["input"]},
     }
 ]
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-async def wait_for_batch(
-    client: httpx.AsyncClient, batch_id: str, *, seconds: float = 30.0
-) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        batch: dict[str, Any] = ok(await client.get(f"/api/batches/{batch_id}"))
-        if batch["status"] != "running":
-            return batch
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"batch {batch_id} did not end in {seconds}s: {batch}")
-        await asyncio.sleep(0.05)
 
 
 async def wait_until(

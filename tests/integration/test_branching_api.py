@@ -11,25 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api import SCENES, make_job, put_steps, run_job
 from tests.conftest import wait_for_run
 from tests.factories import make_series
-from tests.integration.test_jobs_api import make_job, put_steps, run_job
 
-SCENES = {
-    "type": "object",
-    "properties": {
-        "scenes": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"title": {"type": "string"}, "mood": {"type": "string"}},
-                "required": ["title", "mood"],
-            },
-        },
-        "needs_detail": {"type": "boolean"},
-    },
-    "required": ["scenes", "needs_detail"],
-}
 ANSWER = {
     "scenes": [
         {"title": "the harbour at dawn", "mood": "quiet"},

@@ -8,10 +8,9 @@ import re
 
 import httpx
 
+from tests.api import HX, SCENES, editor_form, make_job
 from tests.conftest import wait_for_run
 from tests.factories import make_series
-from tests.integration.test_branching_api import SCENES
-from tests.integration.test_web_pages import HX, editor_form, make_job
 
 
 async def test_the_editor_saves_a_schema_a_loop_and_a_condition_and_shows_them_again(

@@ -8,9 +8,8 @@ from typing import Any
 
 import httpx
 
+from tests.api import make_job, ok, put_steps, run_job
 from tests.factories import make_series
-from tests.integration.test_batches_api import ok
-from tests.integration.test_jobs_api import make_job, put_steps, run_job
 
 CONTEXT_PROMPT = (
     "Context: {{ series.context }}\n"

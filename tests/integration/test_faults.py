@@ -13,9 +13,9 @@ import pytest
 
 from cog.config import Settings
 from cog.web.app import create_app
+from tests.api import make_job, put_steps
 from tests.conftest import open_client, stored_keys, wait_for_run
 from tests.factories import make_series
-from tests.integration.test_jobs_api import make_job, put_steps
 
 RUNS = 50
 

@@ -17,26 +17,9 @@ from PIL import Image
 from cog.config import Settings
 from cog.db import lineage as lineage_db
 from cog.db.session import make_engine, make_sessionmaker
+from tests.api import make_job, put_steps, run_job
 from tests.conftest import wait_for_run
 from tests.factories import image_bytes, make_series, upload
-
-
-async def make_job(client: httpx.AsyncClient, series_id: str, **fields: Any) -> dict[str, Any]:
-    body = {"title": "Dawn", "base_prompt": "a fox in a misty forest at dawn", **fields}
-    response = await client.post(f"/api/series/{series_id}/jobs", json=body)
-    assert response.status_code == 201, response.text
-    job: dict[str, Any] = response.json()
-    return job
-
-
-async def put_steps(client: httpx.AsyncClient, job_id: str, steps: list[Any]) -> httpx.Response:
-    return await client.put(f"/api/jobs/{job_id}/steps", json={"steps": steps})
-
-
-async def run_job(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
-    response = await client.post(f"/api/jobs/{job_id}/runs")
-    assert response.status_code == 202, response.text
-    return await wait_for_run(client, response.json()["id"])
 
 
 @pytest.fixture

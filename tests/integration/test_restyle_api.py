@@ -9,9 +9,8 @@ from typing import Any
 
 import httpx
 
+from tests.api import ok, series_with_images, wait_for_batch
 from tests.factories import make_series
-from tests.integration.test_batches_api import ok, wait_for_batch
-from tests.integration.test_style_api import series_with_images
 
 NOWHERE = "00000000-0000-0000-0000-000000000000"
 

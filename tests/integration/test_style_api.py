@@ -8,9 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.factories import image_bytes, make_series, upload
-from tests.integration.test_batches_api import ok
-from tests.integration.test_jobs_api import make_job, put_steps, run_job
+from tests.api import make_job, ok, put_steps, run_job, series_with_images
+from tests.factories import make_series
 
 PROFILE = {
     "palette": "rust, ochre and slate",
@@ -23,21 +22,6 @@ PROFILE_TEXT = (
     "Palette: rust, ochre and slate\nMedium: gouache on rough paper\nLighting: low raking sun\n"
     "Composition: wide, horizon low\nMood: quiet"
 )
-COLORS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
-
-
-async def series_with_images(
-    client: httpx.AsyncClient, title: str, count: int, **fields: Any
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[bytes]]:
-    series = await make_series(client, title, **fields)
-    images, files = [], []
-    for n in range(count):
-        data = image_bytes(40 + n, 30, color=COLORS[n % len(COLORS)])
-        response = await upload(client, series["id"], (f"{title}-{n}.png", data, "image/png"))
-        assert response.status_code == 201, response.text
-        images.append(response.json()["items"][0])
-        files.append(data)
-    return series, images, files
 
 
 # --- the profile --------------------------------------------------------------------------------

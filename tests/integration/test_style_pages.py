@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import httpx
 
+from tests.api import HX, make_job, ok
 from tests.factories import make_image, make_series
-from tests.integration.test_batches_api import ok
-from tests.integration.test_jobs_api import make_job
-from tests.integration.test_web_pages import HX
 
 
 async def test_the_style_profile_on_the_series_page(client: httpx.AsyncClient) -> None:

@@ -9,29 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api import HX, editor_form, make_job
 from tests.conftest import wait_for_run
 from tests.factories import image_bytes, make_image, make_series, upload
 
-HX = {"HX-Request": "true"}
 HTML = {"Accept": "text/html"}
 EVIL = "<script>alert(1)</script> \"q\" 'q' Ёжик 霧"
-
-
-async def make_job(client: httpx.AsyncClient, series_id: str, **fields: Any) -> dict[str, Any]:
-    body = {"title": "Job", "base_prompt": "a lighthouse", **fields}
-    response = await client.post(f"/api/series/{series_id}/jobs", json=body)
-    assert response.status_code == 201, response.text
-    job: dict[str, Any] = response.json()
-    return job
-
-
-def editor_form(
-    *steps: dict[str, str], title: str = "Job", base: str = "a lighthouse"
-) -> dict[str, Any]:
-    form: dict[str, Any] = {"title": title, "base_prompt": base}
-    for i, step in enumerate(steps):
-        form.update({f"steps-{i}-{key}": value for key, value in step.items()})
-    return form
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -250,7 +233,7 @@ async def test_saving_steps_shows_each_problem_at_its_field_and_saves_nothing(
     assert "4 problems to fix below; nothing was saved." in text
     assert 'value="Renamed"' in text  # as typed
     saved = (await client.get(f"/api/jobs/{job['id']}")).json()
-    assert (saved["title"], saved["steps"]) == ("Job", [])
+    assert (saved["title"], saved["steps"]) == (job["title"], [])  # not "Renamed"
 
     good = editor_form(
         {"kind": "llm", "prompt": "Describe {{ base_prompt }}\r\nin detail", "temperature": "0.4"},
