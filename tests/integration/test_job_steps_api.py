@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api import make_job
 from tests.conftest import wait_for_run
 from tests.factories import make_image, make_series
 
@@ -54,14 +55,6 @@ class Ctx:
 
     async def patch(self, position: int | str, body: Any) -> httpx.Response:
         return await self.client.patch(f"{self.job_url}/steps/{position}", json=body)
-
-
-async def make_job(client: httpx.AsyncClient, series_id: str, **fields: Any) -> dict[str, Any]:
-    body = {"title": "Dawn", "base_prompt": "a fox in a misty forest at dawn", **fields}
-    response = await client.post(f"/api/series/{series_id}/jobs", json=body)
-    assert response.status_code == 201, response.text
-    job: dict[str, Any] = response.json()
-    return job
 
 
 @pytest.fixture
