@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api import HX, editor_form, make_job
+from tests.api import HX, editor_form, make_job, put_steps
 from tests.conftest import wait_for_run
 from tests.factories import image_bytes, make_image, make_series, upload
 
@@ -371,16 +371,22 @@ async def test_a_failed_draft_says_why_and_keeps_the_steps_as_typed(
     assert (saved["base_prompt"], saved["steps"]) == ("a new base prompt", [])
 
 
+async def described_then_drawn(client: httpx.AsyncClient, *, count: int) -> dict[str, Any]:
+    """A job of an llm step describing the base prompt and an image step of `count` images."""
+    series = await make_series(client, "S")
+    job = await make_job(client, series["id"])
+    steps = [
+        {"kind": "llm", "prompt": "Describe {{ base_prompt }}"},
+        {"kind": "image", "prompt": "{{ previous.text }}", "config": {"count": count}},
+    ]
+    assert (await put_steps(client, job["id"], steps)).status_code == 200
+    return job
+
+
 async def test_the_live_stream_draws_each_event_where_it_belongs(
     gemini_client: httpx.AsyncClient, gemini: Any
 ) -> None:
-    series = await make_series(gemini_client, "S")
-    job = await make_job(gemini_client, series["id"])
-    steps = [
-        {"kind": "llm", "prompt": "Describe {{ base_prompt }}"},
-        {"kind": "image", "prompt": "{{ previous.text }}", "config": {"count": 2}},
-    ]
-    await gemini_client.put(f"/api/jobs/{job['id']}/steps", json={"steps": steps})
+    job = await described_then_drawn(gemini_client, count=2)
     gemini.latency_s = 0.2
     run = (await gemini_client.post(f"/api/jobs/{job['id']}/runs")).json()
     stream = await gemini_client.get(f"/cog/runs/{run['id']}/live")  # follows it to the end
@@ -409,13 +415,7 @@ async def test_a_run_step_counts_its_calls_and_retries_apart(
     gemini_client: httpx.AsyncClient, gemini: Any
 ) -> None:
     """Four images are four calls, not four attempts; a retried call says so."""
-    series = await make_series(gemini_client, "S")
-    job = await make_job(gemini_client, series["id"])
-    steps = [
-        {"kind": "llm", "prompt": "Describe {{ base_prompt }}"},
-        {"kind": "image", "prompt": "{{ previous.text }}", "config": {"count": 4}},
-    ]
-    await gemini_client.put(f"/api/jobs/{job['id']}/steps", json={"steps": steps})
+    job = await described_then_drawn(gemini_client, count=4)
     gemini.fail_next(1, status=503)  # the llm step's first try
     started = (await gemini_client.post(f"/api/jobs/{job['id']}/runs")).json()
     run = await wait_for_run(gemini_client, started["id"])
