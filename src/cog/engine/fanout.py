@@ -141,6 +141,12 @@ class FanOut:
         self.outputs = outputs
         self.tally = tally
         self.iterations = [Iteration(i, item) for i, item in enumerate(items)]
+        self.shared: tuple[list[InputImage], list[Parent]] = ([], [])
+        self.own: dict[int, tuple[list[InputImage], list[Parent]]] = {}
+
+    def references(self, index: int) -> tuple[list[InputImage], list[Parent]]:
+        """The input images the `index`-th item sends, with the versions they are."""
+        return self.own.get(index, self.shared)
 
     async def run(self, started: dt.datetime) -> StepOutput:
         from cog.engine.runner import StepFailed
@@ -171,21 +177,19 @@ class FanOut:
         await self._write(
             status=StepStatus.running, started_at=started, error=None, rendered_prompt=None
         )
-        # With an item's images of an earlier step (`step:N:item`), each item has its own.
-        own: dict[int, tuple[list[InputImage], list[Parent]]] = {}
-        inputs: list[InputImage] = []
-        parents: list[Parent] = []
+        # Every item sends the same input images, unless it takes an item's images of an
+        # earlier step (`step:N:item`): then each has its own.
         if item_refs(spec.config):
             for it in self.iterations:
                 if it.status != StepStatus.succeeded:
-                    own[it.index] = await runner._input_images(spec, self.outputs, it.index)
+                    self.own[it.index] = await runner._input_images(spec, self.outputs, it.index)
         else:
-            inputs, parents = await runner._input_images(spec, self.outputs)
+            self.shared = await runner._input_images(spec, self.outputs)
         try:
             if spec.kind is StepKind.llm:
-                await self._ask_each(inputs, own)
+                await self._ask_each()
             else:
-                await self._images_of_each(inputs, parents, own)
+                await self._images_of_each()
         except (StepFailed, CogError):
             for it in self.iterations:
                 if it.status in _UNFINISHED:
@@ -235,12 +239,7 @@ class FanOut:
                 it.status = StepStatus.succeeded
                 it.prompt = entry.get("prompt") or it.prompt
 
-    async def _images_of_each(
-        self,
-        inputs: list[InputImage],
-        parents: list[Parent],
-        own: dict[int, tuple[list[InputImage], list[Parent]]],
-    ) -> None:
+    async def _images_of_each(self) -> None:
         count = self.spec.config.count
         ledger = IterationImages(self.iterations, count)
         calls = [
@@ -249,20 +248,16 @@ class FanOut:
                 index,
                 meta={"iteration": it.index, "item": it.item},
                 iteration=it.index,
-                inputs=own[it.index][0] if it.index in own else None,
-                parents=own[it.index][1] if it.index in own else None,
+                inputs=self.references(it.index)[0],
+                parents=self.references(it.index)[1],
             )
             for it in self.iterations
             if it.status != StepStatus.succeeded
             for index in range(len(it.image_ids), count)
         ]
-        await self.runner.make_images(
-            self.spec, self.row, calls, inputs, parents, self.tally, ledger
-        )
+        await self.runner.make_images(self.spec, self.row, calls, *self.shared, self.tally, ledger)
 
-    async def _ask_each(
-        self, inputs: list[InputImage], own: dict[int, tuple[list[InputImage], list[Parent]]]
-    ) -> None:
+    async def _ask_each(self) -> None:
         from cog.engine.runner import StepFailed
 
         # As many calls at a time as images may be made at a time.
@@ -272,9 +267,8 @@ class FanOut:
         async def one(it: Iteration) -> None:
             try:
                 async with slots:
-                    images = own[it.index][0] if it.index in own else inputs
                     output, model = await self.runner.ask(
-                        self.spec, it.prompt or "", images, self.tally
+                        self.spec, it.prompt or "", self.references(it.index)[0], self.tally
                     )
             except CogError as exc:
                 it.status, it.error = StepStatus.failed, exc.message

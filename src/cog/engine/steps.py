@@ -84,7 +84,7 @@ class StepConfig(BaseModel):
     @classmethod
     def _refs_are_ids_or_steps(cls, refs: list[str]) -> list[str]:
         for ref in refs:
-            if ref == INPUT_REF or STEP_REF.match(ref) or ITEM_REF.match(ref):
+            if ref == INPUT_REF or step_of(ref) is not None:
                 continue
             try:
                 uuid.UUID(ref)
@@ -129,13 +129,16 @@ class StepSpec(BaseModel):
         return data
 
 
+def step_of(ref: str) -> int | None:
+    """The step a reference takes images of, whole (`step:N`) or item by item (`step:N:item`);
+    None for an image id or `input`."""
+    match = STEP_REF.match(ref) or ITEM_REF.match(ref)
+    return int(match.group(1)) if match else None
+
+
 def step_refs(config: StepConfig) -> list[int]:
-    """The steps whose images a step takes, whole (`step:N`) or item by item (`step:N:item`)."""
-    return [
-        int(m.group(1))
-        for ref in config.input_images
-        if (m := STEP_REF.match(ref) or ITEM_REF.match(ref))
-    ]
+    """The steps whose images a step takes."""
+    return [n for ref in config.input_images if (n := step_of(ref)) is not None]
 
 
 def item_refs(config: StepConfig) -> list[int]:
@@ -145,9 +148,7 @@ def item_refs(config: StepConfig) -> list[int]:
 
 def image_refs(config: StepConfig) -> list[uuid.UUID]:
     return [
-        uuid.UUID(ref)
-        for ref in config.input_images
-        if ref != INPUT_REF and not STEP_REF.match(ref) and not ITEM_REF.match(ref)
+        uuid.UUID(ref) for ref in config.input_images if ref != INPUT_REF and step_of(ref) is None
     ]
 
 

@@ -52,10 +52,10 @@ async def selection_of_series(
     """The images of a series (and of its sub-series), only those tagged `tag` when one is
     given, oldest first."""
     await series_service.require(session, series_id)
-    clean = series_service.normalize_tags([tag]) if tag is not None else []
-    if tag is not None and not clean:
+    clean = series_service.normalize_tag(tag)
+    if tag is not None and clean is None:
         raise Invalid("The `tag` is empty.")
-    where = ImageFilter(series_id, include_subseries, clean[0] if clean else None)
+    where = ImageFilter(series_id, include_subseries, clean)
     count, _ = await images_db.count_matching(session, where)
     place = "the series and its sub-series" if include_subseries else "the series"
     what = f"images tagged “{where.tag}”" if where.tag else "images"

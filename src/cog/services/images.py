@@ -200,7 +200,7 @@ async def store_generated(
     """Verify and keep an image a model made, with its provenance. Commits (through `commits`,
     with the other images ready at the same moment): the file and the rows stay, or neither.
     """
-    with commits.preparing():  # the transaction under way waits for this image to join it
+    with commits.preparing():  # the next transaction waits for this image to join it
         # The thumbnail is made on first request: a run should not wait for it.
         verified = await verify(settings, io.BytesIO(data), thumbnail=False)
         image = Image(
@@ -292,9 +292,8 @@ async def listing(
 ) -> Page[Image]:
     """The series' images, newest first; with `tag`, only those with that tag of their own."""
     check_limit(limit)
-    clean = series_service.normalize_tags([tag]) if tag else []
     page = await images_db.page_in_series(
-        session, series_id, limit=limit, cursor=cursor, tag=clean[0] if clean else None
+        session, series_id, limit=limit, cursor=cursor, tag=series_service.normalize_tag(tag)
     )
     if not page.items:  # images prove their series exists; an empty page must look
         await series_service.require(session, series_id)
@@ -303,8 +302,7 @@ async def listing(
 
 async def count(session: AsyncSession, series_id: uuid.UUID, *, tag: str | None = None) -> int:
     """How many images the series holds (with `tag`, how many of them have it)."""
-    clean = series_service.normalize_tags([tag]) if tag else []
-    where = images_db.ImageFilter(series_id=series_id, tag=clean[0] if clean else None)
+    where = images_db.ImageFilter(series_id=series_id, tag=series_service.normalize_tag(tag))
     return (await images_db.count_matching(session, where))[0]
 
 

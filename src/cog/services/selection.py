@@ -51,14 +51,14 @@ class Selection:
         include_subseries: bool = False,
         tag: str | None = None,
     ) -> Selection:
-        clean = series_service.normalize_tags([tag]) if tag else []
-        if tag and not clean:
+        clean = series_service.normalize_tag(tag)
+        if tag and clean is None:
             raise Invalid("The filter's `tag` is empty.")
-        if series_id is None and not clean:
+        if series_id is None and clean is None:
             raise Invalid("A filter needs a `series_id`, a `tag`, or both.")
         if include_subseries and series_id is None:
             raise Invalid("`include_subseries` needs a `series_id`.")
-        where = ImageFilter(series_id, include_subseries, clean[0] if clean else None)
+        where = ImageFilter(series_id, include_subseries, clean)
         return cls(where=where)
 
     @property

@@ -42,6 +42,13 @@ def normalize_tags(tags: list[str]) -> list[str]:
     return list(seen)
 
 
+def normalize_tag(tag: str | None) -> str | None:
+    """One tag as tags are kept (see `normalize_tags`); None for none, or for one with nothing
+    visible in it."""
+    clean = normalize_tags([tag]) if tag else []
+    return clean[0] if clean else None
+
+
 async def require(session: AsyncSession, series_id: uuid.UUID) -> Series:
     found = await series_db.get(session, series_id)
     if found is None:
@@ -146,7 +153,7 @@ async def listing(
     check_limit(limit)
     if parent_id is not None:
         await require(session, parent_id)
-    tag = normalize_tags([tag])[0] if tag and normalize_tags([tag]) else None
+    tag = normalize_tag(tag)
     text = text.strip() if text and text.strip() else None
     page = await series_db.listing(
         session,

@@ -20,7 +20,7 @@ from cog.db.base import utcnow
 from cog.db.models import Image, Job, Series
 from cog.domain import MAX_REFERENCE_IMAGES, StepKind
 from cog.engine.context import StyleSnapshot, load_series_context
-from cog.engine.steps import INPUT_REF, ITEM_REF, STEP_REF, StepSpec
+from cog.engine.steps import INPUT_REF, StepSpec, step_of
 from cog.engine.style_profile import draft_style_profile
 from cog.errors import Invalid
 from cog.providers.base import TextProvider
@@ -113,10 +113,10 @@ def own_reference_counts(specs: Sequence[StepSpec]) -> dict[int, int]:
             continue
         total = 0
         for ref in spec.config.input_images:
-            match = STEP_REF.match(ref) or ITEM_REF.match(ref)
-            if match and int(match.group(1)) < len(specs):
-                total += specs[int(match.group(1))].config.count
-            elif ref == INPUT_REF or not match:
+            step = step_of(ref)
+            if step is not None and step < len(specs):
+                total += specs[step].config.count
+            elif ref == INPUT_REF or step is None:
                 total += 1
         counts[position] = total
     return counts

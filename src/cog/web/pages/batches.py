@@ -80,9 +80,9 @@ async def batch_form(
         form.tags = await images_service.tag_counts(
             session, series_id, include_subseries=include_subseries, limit=TAGS_OFFERED
         )
-        clean = series_service.normalize_tags([tag]) if tag else []
+        clean = series_service.normalize_tag(tag)
         # A tag the chosen images do not carry (another series was chosen since) is let go.
-        form.tag = clean[0] if clean and clean[0] in dict(form.tags) else None
+        form.tag = clean if clean in dict(form.tags) else None
     if image_ids is not None:
         wanted = list(dict.fromkeys(image_ids))
         found = await batches_db.existing_images(session, wanted)

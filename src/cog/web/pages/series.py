@@ -231,8 +231,7 @@ async def series_detail(
 
 
 def _clean_tag(text: str) -> str:
-    clean = series_service.normalize_tags([text])
-    return clean[0] if clean else ""
+    return series_service.normalize_tag(text) or ""
 
 
 @router.get("/cog/series/{series_id}/images", response_class=HTMLResponse)
