@@ -337,17 +337,20 @@ class GeminiTestServer:
         self._record(recorded)
         plan = self._plan(call.kind)
         # The latency is the time from the request to the answer, as a remote model's is: the
-        # answer is made while it runs, so drawing the image does not add to it.
-        answer = build_answer(call, plan) if plan.failure is None else None
+        # answer is made and serialized while it runs, so neither adds to it.
+        response: Response
+        if plan.failure is not None:
+            response = error_response(Refusal(plan.failure), plan.retry_delay_s)
+        elif recorded.action == "streamGenerateContent":
+            response = StreamingResponse(
+                sse_events(stream_chunks(build_answer(call, plan), call)),
+                media_type="text/event-stream",
+            )
+        else:
+            response = JSONResponse(build_answer(call, plan))
         if (wait := plan.latency_s - (time.perf_counter() - arrived)) > 0:
             await asyncio.sleep(wait)
-        if answer is None:
-            return error_response(Refusal(plan.failure or 500), plan.retry_delay_s)
-        if recorded.action == "streamGenerateContent":
-            return StreamingResponse(
-                sse_events(stream_chunks(answer, call)), media_type="text/event-stream"
-            )
-        return JSONResponse(answer)
+        return response
 
     def _record(self, recorded: RecordedRequest) -> None:
         with self._lock:
