@@ -282,6 +282,57 @@ def test_a_batch_started_from_the_job_page_runs_to_its_end(
     page.context.close()
 
 
+def test_a_gallery_selection_runs_through_a_job_of_another_series(
+    browser: Browser, cog: Cog, watch: Watch
+) -> None:
+    api = cog.api
+    photos = api.post("/api/series", json={"title": "Sketches"}).json()
+    inks = api.post("/api/series", json={"title": "Inks"}).json()
+    files = [
+        ("files", (f"s{n}.png", png(90, 60, (60 * n, 90, 120)), "image/png")) for n in range(4)
+    ]
+    made = api.post(f"/api/series/{photos['id']}/images", files=files).json()["items"]
+    fields = {"title": "Ink over", "base_prompt": "ink"}
+    job = api.post(f"/api/series/{inks['id']}/jobs", json=fields).json()
+    step = {
+        "kind": "image",
+        "prompt": "Ink over {{ input.filename }}",
+        "config": {"input_images": ["input"]},
+    }
+    assert api.put(f"/api/jobs/{job['id']}/steps", json={"steps": [step]}).status_code == 200
+
+    page = open_page(browser, watch)
+    page.goto(f"{cog.url}/cog/series/{photos['id']}")
+    page.get_by_role("button", name="Select", exact=True).click()
+    tiles = page.locator("#gallery .tile-box")
+    chosen = [tiles.nth(i).get_attribute("data-id") for i in (0, 2)]
+    for i in (0, 2):
+        tiles.nth(i).locator(".tile-check").check()
+    expect(page.locator("#selection-count")).to_have_text("2 images selected")
+    page.get_by_role("button", name="Run a job…").click()
+    dialog = page.locator("#modal dialog")
+    expect(dialog).to_contain_text("Run a job for 2 images")
+    # Nothing of this series' own can run, so the person chooses; Inks' job is offered.
+    select = dialog.get_by_label("The job")
+    expect(select).to_have_value("")
+    select.select_option(value=job["id"])
+    shoot(page, "run-job-dialog")
+    dialog.get_by_role("button", name="Run").click()
+
+    # The job's page, with the batch's card, to its end.
+    expect(page).to_have_url(re.compile(rf"/cog/jobs/{job['id']}#batch-"))
+    card = page.locator("article.batch").first
+    expect(card).to_contain_text("For each of 2 images")
+    expect(card.locator(".badge")).to_have_text("succeeded", timeout=20_000)
+    batch = api.get(f"/api/batches/{page.url.rsplit('#batch-', 1)[1]}").json()
+    assert sorted(r["input_image_id"] for r in batch["runs"]) == sorted(chosen)
+    by_id = {i["id"]: i["original_filename"] for i in made}
+    inked = api.get(f"/api/series/{inks['id']}/images").json()["items"]
+    assert sorted(i["prompt"] for i in inked) == sorted(f"Ink over {by_id[c]}" for c in chosen)
+    watch.assert_clean()
+    page.context.close()
+
+
 # --- the everyday tools ---------------------------------------------------------------------------
 
 

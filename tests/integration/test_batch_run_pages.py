@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.api import HX, editor_form, make_job
+from tests.api import HX, editor_form, make_job, put_steps
 from tests.factories import make_image, make_series
 
 INPUT_STEP = {"kind": "llm", "prompt": "Caption {{ input.filename }}", "input_images": "input"}
@@ -179,3 +179,55 @@ async def test_a_selection_from_elsewhere_and_cancel(
     assert "badge-cancelled" in final and "2 cancelled" in final
     again = await client.post(f"/cog/batches/{batch_id}/cancel", headers=HX)
     assert again.status_code == 409
+
+
+def _option(html: str, value: str) -> str:
+    """The whole `<option>` of `value` in a page."""
+    found = re.search(rf'<option value="{value}"[^>]*>[^<]*</option>', html)
+    assert found is not None, f"no option {value}"
+    return found.group(0)
+
+
+async def test_the_gallery_dialog_offers_every_job_that_can_run_for_each_image(
+    client: httpx.AsyncClient,
+) -> None:
+    top = await make_series(client, "Harbours")
+    piers = await make_series(client, "Piers", parent_id=top["id"])
+    empty = await client.get(f"/cog/series/{piers['id']}/run-job", headers=HX)
+    assert empty.status_code == 200
+    assert "There are no jobs yet" in empty.text
+    assert re.search(r'<button type="submit" disabled>Run</button>', empty.text)
+
+    studio = await make_series(client, "Studio")
+    each = await make_job(client, piers["id"], title="Ink each")
+    plain = await make_job(client, piers["id"], title="Plain")
+    elsewhere = await make_job(client, studio["id"], title="Watercolour each")
+    for job, prompt in ((each, "Ink {{ input.prompt }}"), (plain, "Ink"), (elsewhere, "W")):
+        steps = [{"kind": "image", "prompt": prompt}]
+        if job is elsewhere:
+            steps[0]["config"] = {"input_images": ["input"]}
+        assert (await put_steps(client, job["id"], steps)).status_code == 200
+
+    gallery = await client.get(f"/cog/series/{piers['id']}")
+    assert f'hx-get="/cog/series/{piers["id"]}/run-job"' in gallery.text
+    dialog = (await client.get(f"/cog/series/{piers['id']}/run-job", headers=HX)).text
+    assert 'data-batch-form="run-job"' in dialog
+    # Each series' jobs under its place in the tree; the first that can run here is chosen.
+    assert dialog.index('label="Harbours \u203a Piers"') < dialog.index(_option(dialog, each["id"]))
+    assert dialog.index('label="Studio"') < dialog.index(_option(dialog, elsewhere["id"]))
+    assert _option(dialog, each["id"]).endswith(" selected>Ink each — 1 step</option>")
+    assert " disabled" not in _option(dialog, elsewhere["id"])
+    # A job no step of which uses the image cannot be chosen, and says why.
+    refused = _option(dialog, plain["id"])
+    assert " disabled" in refused and "(does not use the image)" in refused
+    # From the Studio's gallery, its own job is chosen; from Harbours', which has none, the
+    # person chooses.
+    studios = (await client.get(f"/cog/series/{studio['id']}/run-job", headers=HX)).text
+    assert " selected>" in _option(studios, elsewhere["id"])
+    assert " selected>" not in _option(studios, each["id"])
+    top_dialog = (await client.get(f"/cog/series/{top['id']}/run-job", headers=HX)).text
+    assert " selected>" not in _option(top_dialog, each["id"])
+    assert '<option value="" selected disabled>Choose a job…</option>' in top_dialog
+
+    missing = await client.get(f"/cog/series/{uuid.uuid4()}/run-job", headers=HX)
+    assert missing.status_code == 404

@@ -24,6 +24,29 @@ async def steps(session: AsyncSession, job_id: uuid.UUID) -> list[JobStep]:
     return list(rows.scalars())
 
 
+async def everything(session: AsyncSession, limit: int) -> list[Job]:
+    """Every job (up to `limit`), by title."""
+    rows = await session.execute(sa.select(Job).order_by(Job.title, Job.id).limit(limit))
+    return list(rows.scalars())
+
+
+async def steps_of(
+    session: AsyncSession, job_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[JobStep]]:
+    """The steps of each job, in order."""
+    found: dict[uuid.UUID, list[JobStep]] = {job_id: [] for job_id in job_ids}
+    if not job_ids:
+        return found
+    rows = await session.execute(
+        sa.select(JobStep)
+        .where(JobStep.job_id.in_(job_ids))
+        .order_by(JobStep.job_id, JobStep.position)
+    )
+    for step in rows.scalars():
+        found[step.job_id].append(step)
+    return found
+
+
 async def replace_steps(
     session: AsyncSession, job_id: uuid.UUID, specs: Sequence[dict[str, Any]]
 ) -> list[JobStep]:

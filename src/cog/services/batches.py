@@ -17,14 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.db import batches as batches_db
 from cog.db import images as images_db
+from cog.db import jobs as jobs_db
 from cog.db import queue as queue_db
 from cog.db import runs as runs_db
 from cog.db.base import utcnow
 from cog.db.images import ImageFilter
-from cog.db.models import Batch, Series
+from cog.db.models import Batch, Job, Series
 from cog.db.pages import Page, check_limit
 from cog.domain import MAX_BATCH_IMAGES, BatchStatus, RunStatus
-from cog.engine.steps import uses_input
+from cog.engine.steps import parse_steps, uses_input
 from cog.errors import Conflict, Invalid, NotFound
 from cog.services import jobs as jobs_service
 from cog.services import runs as runs_service
@@ -33,6 +34,8 @@ from cog.services import style as style_service
 
 # The unknown ids a refusal names; the rest are counted.
 NAMED_UNKNOWN = 10
+# The jobs a gallery selection is offered to run through.
+JOBS_OFFERED = 1000
 
 
 async def require(session: AsyncSession, batch_id: uuid.UUID) -> Batch:
@@ -271,3 +274,40 @@ async def series_choices(session: AsyncSession, root_id: uuid.UUID) -> list[Seri
     if root is not None:
         walk(root, 0)
     return out
+
+
+@dataclass(frozen=True)
+class JobChoice:
+    """A job a selection of images can be run through."""
+
+    job: Job
+    steps: int
+    uses_input: bool  # without a step that uses the image each run is for, a batch is refused
+
+
+@dataclass(frozen=True)
+class JobGroup:
+    """The jobs of one series, named by its place in the tree."""
+
+    series: Series
+    trail: list[str]  # the titles from the root down to it
+    jobs: list[JobChoice]
+
+
+async def job_choices(session: AsyncSession) -> list[JobGroup]:
+    """Every job, grouped by series in the tree's order, each by title."""
+    jobs = await jobs_db.everything(session, JOBS_OFFERED)
+    steps = await jobs_db.steps_of(session, [job.id for job in jobs])
+    by_series: dict[uuid.UUID, list[JobChoice]] = {}
+    for job in jobs:
+        specs, _ = parse_steps([jobs_service.step_dict(row) for row in steps[job.id]])
+        choice = JobChoice(job, len(steps[job.id]), uses_input([s for s in specs if s is not None]))
+        by_series.setdefault(job.series_id, []).append(choice)
+    groups: list[JobGroup] = []
+    titles: list[str] = []  # down to the entry's depth
+    for entry in await series_service.outline(session):
+        del titles[entry.depth :]
+        titles.append(entry.series.title)
+        if entry.series.id in by_series:
+            groups.append(JobGroup(entry.series, list(titles), by_series[entry.series.id]))
+    return groups

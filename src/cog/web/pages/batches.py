@@ -146,6 +146,21 @@ async def form_fragment(
     )
 
 
+@router.get("/cog/series/{series_id}/run-job", response_class=HTMLResponse)
+async def run_job_dialog(
+    request: Request, series_id: uuid.UUID, session: SessionDep, state: StateDep
+) -> HTMLResponse:
+    """The dialog a gallery selection opens to run a job once for each selected image."""
+    series = await series_service.require(session, series_id)
+    return render(
+        request,
+        "series/_run_job_dialog.html",
+        series=series,
+        groups=await batches_service.job_choices(session),
+        batch_concurrency=state.settings.batch_concurrency,
+    )
+
+
 @router.get("/cog/jobs/{job_id}/batches", response_class=HTMLResponse)
 async def older_batches(
     request: Request, job_id: uuid.UUID, session: SessionDep, cursor: str | None = None

@@ -414,6 +414,8 @@
       let ok;
       if (action === "restyle") {
         ok = await restyle(form);
+      } else if (action === "run-job") {
+        ok = await runJob(form);
       } else if (action === "move") {
         const select = $("select[name=series_id]", form);
         const where = select.selectedOptions[0]?.textContent.trim() || "the series";
@@ -443,9 +445,9 @@
       $("input", title).required = select.value === "new";
     });
 
-    // A restyle is a batch of the restyle job; its page shows the batch's progress.
-    async function restyle(form) {
-      const field = (name) => $(`[name=${name}]`, form).value;
+    // A batch runs a job once for each chosen image (a restyle is one, of the restyle job); the
+    // job's page shows its progress.
+    async function startBatch(url, body) {
       const chosenImages = everything
         ? tag
           ? { series_id: seriesId, tag }
@@ -453,18 +455,10 @@
         : { image_ids: Array.from(picked) };
       let response;
       try {
-        response = await fetch("/api/restyles", {
+        response = await fetch(url, {
           method: "POST",
           headers: { "Content-Type": "application/json", Accept: "application/json" },
-          body: JSON.stringify({
-            ...chosenImages,
-            style_series_id: field("style_series_id"),
-            ...(field("target_series_id") === "new"
-              ? { target_title: field("target_title") }
-              : { target_series_id: field("target_series_id") }),
-            style_image_count: Number(field("style_image_count") || 0),
-            prompt: field("prompt"),
-          }),
+          body: JSON.stringify({ ...chosenImages, ...body }),
         });
       } catch (_) {
         toast("Cog could not be reached; nothing was started.", true);
@@ -477,6 +471,23 @@
       }
       window.location.assign(`/cog/jobs/${encodeURIComponent(answer.job_id)}#batch-${answer.id}`);
       return true;
+    }
+
+    function restyle(form) {
+      const field = (name) => $(`[name=${name}]`, form).value;
+      return startBatch("/api/restyles", {
+        style_series_id: field("style_series_id"),
+        ...(field("target_series_id") === "new"
+          ? { target_title: field("target_title") }
+          : { target_series_id: field("target_series_id") }),
+        style_image_count: Number(field("style_image_count") || 0),
+        prompt: field("prompt"),
+      });
+    }
+
+    function runJob(form) {
+      const job = $("[name=job_id]", form).value;
+      return startBatch(`/api/jobs/${encodeURIComponent(job)}/batches`, {});
     }
 
     $("[data-batch=delete]", bar).addEventListener("click", async () => {
