@@ -309,6 +309,10 @@ def test_a_gallery_selection_runs_through_a_job_of_another_series(
     for i in (0, 2):
         tiles.nth(i).locator(".tile-check").check()
     expect(page.locator("#selection-count")).to_have_text("2 images selected")
+    page.set_viewport_size(PHONE)
+    expect(page.get_by_role("button", name="Run a job…")).to_be_in_viewport()
+    shoot(page, "gallery-selection-phone")
+    page.set_viewport_size(DESKTOP)
     page.get_by_role("button", name="Run a job…").click()
     dialog = page.locator("#modal dialog")
     expect(dialog).to_contain_text("Run a job for 2 images")
