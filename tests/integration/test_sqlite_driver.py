@@ -1,0 +1,90 @@
+"""The SQLite cursor that runs a statement in one trip to aiosqlite's thread
+(`cog.db.sqlite_driver`), on a real database file: what SQLAlchemy reads from it after a
+statement is what SQLite said."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cog.db.session import make_engine
+from cog.db.sqlite_driver import OneTripCursor
+
+NOTES = sa.Table(
+    "notes",
+    sa.MetaData(),
+    sa.Column("n", sa.Integer, primary_key=True),
+    sa.Column("id", sa.Uuid, unique=True, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+)
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(NOTES.metadata.create_all)
+    yield engine
+    await engine.dispose()
+
+
+async def test_the_engine_uses_it(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert isinstance(raw.dbapi_connection.cursor(), OneTripCursor)  # type: ignore[union-attr]
+        # The pragmas every connection gets went through it too.
+        assert (await conn.execute(sa.text("PRAGMA foreign_keys"))).scalar() == 1
+        assert (await conn.execute(sa.text("PRAGMA journal_mode"))).scalar() == "wal"
+
+
+async def test_rows_counts_ids_and_columns_are_sqlites(engine: AsyncEngine) -> None:
+    ids = [uuid.uuid4() for _ in range(250)]
+    async with engine.begin() as conn:
+        one = await conn.execute(NOTES.insert().values(id=ids[0], text="first"))
+        assert one.inserted_primary_key == (1,)  # lastrowid
+        many = await conn.execute(
+            NOTES.insert(), [{"id": i, "text": f"note {k}"} for k, i in enumerate(ids[1:], 1)]
+        )
+        assert many.rowcount == 249
+        changed = await conn.execute(
+            NOTES.update().where(NOTES.c.n > 200).values(text=sa.func.upper(NOTES.c.text))
+        )
+        assert changed.rowcount == 50
+        nothing = await conn.execute(NOTES.delete().where(NOTES.c.text == "absent"))
+        assert nothing.rowcount == 0
+        back = await conn.execute(
+            sa.insert(NOTES).values(id=uuid.uuid4(), text="returned").returning(NOTES.c.n)
+        )
+        assert back.scalar_one() == 251
+
+    async with engine.connect() as conn:
+        result = await conn.execute(sa.select(NOTES.c.id, NOTES.c.text).order_by(NOTES.c.n))
+        assert list(result.keys()) == ["id", "text"]
+        rows = result.all()
+        assert [r.id for r in rows[:250]] == ids  # every row, in order, typed back to UUIDs
+        assert rows[0].text == "first" and rows[201].text == "NOTE 201"
+        # A result read in parts gives the same rows.
+        partial = await conn.execute(sa.select(NOTES.c.n).order_by(NOTES.c.n))
+        assert [r.n for r in partial.fetchmany(3)] == [1, 2, 3]
+        assert len(partial.fetchall()) == 248
+
+
+async def test_errors_are_sqlalchemys_and_the_transaction_rolls_back(engine: AsyncEngine) -> None:
+    same = uuid.uuid4()
+    with pytest.raises(sa.exc.IntegrityError, match=r"UNIQUE constraint failed: notes\.id"):
+        async with engine.begin() as conn:
+            await conn.execute(NOTES.insert().values(id=uuid.uuid4(), text="kept?"))
+            await conn.execute(
+                NOTES.insert(), [{"id": same, "text": "a"}, {"id": same, "text": "b"}]
+            )
+    with pytest.raises(sa.exc.OperationalError, match="no such table: missing"):
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT * FROM missing"))
+    async with engine.connect() as conn:
+        # Nothing of the failed transaction stayed, and the connection is still good.
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(NOTES))).scalar() == 0
