@@ -1,11 +1,13 @@
-"""SQLite statements through SQLAlchemy's aiosqlite cursor and through Cog's one-trip cursor
+"""SQLite transactions through SQLAlchemy's aiosqlite adapter and through Cog's one-trip one
 (`cog.db.sqlite_driver`), side by side in one run.
 
     uv run python bench/sqlite_trips.py              # 500 of each, interleaved
     uv run python bench/sqlite_trips.py --rounds 2000
 
 Two engines from `cog.db.session.make_engine` on two files in a temporary folder, with the same
-pragmas (WAL, synchronous=NORMAL); they differ only in the cursor. Each round, in each engine:
+pragmas (WAL, synchronous=NORMAL); they differ only in the adapter: its cursor (a statement in
+one trip to aiosqlite's thread or in three or four) and its rollback (none made when no
+transaction is open). Each round, in each engine:
 
 - write: one transaction of what a step's images cost: 4 rows inserted into one table, 4 into
   another, one row updated, commit;

@@ -7,12 +7,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiosqlite
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cog.db.session import make_engine
+from cog.db.session import make_engine, make_sessionmaker
 from cog.db.sqlite_driver import OneTripCursor
 
 NOTES = sa.Table(
@@ -88,3 +90,41 @@ async def test_errors_are_sqlalchemys_and_the_transaction_rolls_back(engine: Asy
     async with engine.connect() as conn:
         # Nothing of the failed transaction stayed, and the connection is still good.
         assert (await conn.execute(sa.select(sa.func.count()).select_from(NOTES))).scalar() == 0
+
+
+async def test_an_open_transaction_is_rolled_back_and_none_costs_no_trip(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[str] = []
+    real = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    sessions = make_sessionmaker(engine)
+    async with sessions() as session:  # a read: one trip, nothing to roll back
+        await session.execute(sa.select(NOTES))
+    assert trips == ["_run"]
+    trips.clear()
+    async with sessions() as session:  # a write: the statement and the commit
+        await session.execute(NOTES.insert().values(id=uuid.uuid4(), text="kept"))
+        await session.commit()
+    assert trips == ["_run", "commit"]
+    trips.clear()
+    async with sessions() as session:  # left open: rolled back when the session ends
+        await session.execute(NOTES.insert().values(id=uuid.uuid4(), text="dropped"))
+    assert trips == ["_run", "rollback"]
+
+    # The write lock went with it: another connection to the file writes at once.
+    other = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}")
+    try:
+        async with other.begin() as conn:
+            await conn.execute(sa.text("PRAGMA busy_timeout=0"))  # a held lock fails at once
+            await conn.execute(NOTES.insert().values(id=uuid.uuid4(), text="other"))
+        async with other.connect() as conn:
+            texts = (await conn.execute(sa.select(NOTES.c.text).order_by(NOTES.c.n))).scalars()
+            assert list(texts) == ["kept", "other"]
+    finally:
+        await other.dispose()

@@ -6,8 +6,10 @@ with the result. SQLAlchemy's aiosqlite adapter makes three or four such trips p
 (open a cursor, execute, fetch the rows, close the cursor), and under load the trips, not
 SQLite, are most of what a statement costs. The cursor here does those four in one trip, in
 the connection's thread, and keeps what SQLAlchemy reads afterwards (the rows, the description,
-the row count). Everything else (transactions, errors, the pool) is SQLAlchemy's adapter as it
-is; `cog.db.session` gives the module here (`dbapi()`) to every SQLite engine.
+the row count). A rollback with no transaction open makes no trip at all (the pool rolls back
+each connection it takes back, even after a commit). Everything else (transactions, errors, the
+pool) is SQLAlchemy's adapter as it is; `cog.db.session` gives the module here (`dbapi()`) to
+every SQLite engine.
 """
 
 from __future__ import annotations
@@ -103,6 +105,15 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 class _Connection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = OneTripCursor  # type: ignore[assignment]  # a subclass of the one it replaces
+
+    def rollback(self) -> None:
+        # SQLAlchemy rolls back every connection the pool takes back, after a commit or a
+        # rollback too; with no transaction open in SQLite there is nothing to undo, and no
+        # trip is made. (SQLite's own flag: reading it does not touch the connection's thread.)
+        connection = self._connection
+        if connection._connection is not None and not connection.in_transaction:
+            return
+        super().rollback()
 
 
 class _DBAPI(AsyncAdapt_aiosqlite_dbapi):
