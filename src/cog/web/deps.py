@@ -13,14 +13,21 @@ from cog.db.session import unreachable
 from cog.runtime import Runtime
 from cog.storage import ObjectStore
 
+# FastAPI runs a plain `def` dependency in a worker thread; reading an attribute is not worth
+# the trip, so every dependency here is `async def`.
 
-def get_state(request: Request) -> Runtime:
+
+def _runtime(request: Request) -> Runtime:
     state: Runtime = request.app.state.cog
     return state
 
 
+async def get_state(request: Request) -> Runtime:
+    return _runtime(request)
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    session = get_state(request).sessions()
+    session = _runtime(request).sessions()
     try:
         yield session
     finally:
@@ -32,12 +39,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
                 raise
 
 
-def get_store(request: Request) -> ObjectStore:
-    return get_state(request).store
+async def get_store(request: Request) -> ObjectStore:
+    return _runtime(request).store
 
 
-def get_settings(request: Request) -> Settings:
-    return get_state(request).settings
+async def get_settings(request: Request) -> Settings:
+    return _runtime(request).settings
 
 
 StateDep = Annotated[Runtime, Depends(get_state)]

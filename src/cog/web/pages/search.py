@@ -71,7 +71,7 @@ class Form:
         )
 
 
-def _form(
+async def _form(  # async: FastAPI would run a plain function in a worker thread
     q: Annotated[SearchText, Query(max_length=MAX_TEXT)] = "",
     tag: Annotated[list[SearchText] | None, Query()] = None,
     model: Annotated[SearchText, Query(max_length=500)] = "",
