@@ -333,6 +333,21 @@ def test_a_gallery_selection_runs_through_a_job_of_another_series(
     by_id = {i["id"]: i["original_filename"] for i in made}
     inked = api.get(f"/api/series/{inks['id']}/images").json()["items"]
     assert sorted(i["prompt"] for i in inked) == sorted(f"Ink over {by_id[c]}" for c in chosen)
+
+    # From one image's page, for that image alone.
+    lone = made[3]
+    page.goto(f"{cog.url}/cog/images/{lone['id']}")
+    page.get_by_role("button", name="Run a job…").click()
+    dialog = page.locator("#modal dialog")
+    expect(dialog.locator("h2")).to_have_text("Run a job for this image")
+    dialog.get_by_label("The job").select_option(value=job["id"])
+    dialog.get_by_role("button", name="Run").click()
+    expect(page).to_have_url(re.compile(rf"/cog/jobs/{job['id']}#batch-"))
+    card = page.locator("article.batch").first
+    expect(card).to_contain_text("For each of 1 image")
+    expect(card.locator(".badge")).to_have_text("succeeded", timeout=20_000)
+    batch = api.get(f"/api/batches/{page.url.rsplit('#batch-', 1)[1]}").json()
+    assert [r["input_image_id"] for r in batch["runs"]] == [lone["id"]]
     watch.assert_clean()
     page.context.close()
 

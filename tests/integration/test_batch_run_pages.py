@@ -231,3 +231,15 @@ async def test_the_gallery_dialog_offers_every_job_that_can_run_for_each_image(
 
     missing = await client.get(f"/cog/series/{uuid.uuid4()}/run-job", headers=HX)
     assert missing.status_code == 404
+
+    # An image's page offers the same dialog for that image alone.
+    image = await make_image(client, piers["id"])
+    page = (await client.get(f"/cog/images/{image['id']}")).text
+    url = f"/cog/series/{piers['id']}/run-job?image_id={image['id']}"
+    assert f'hx-get="{url}"' in page
+    for_one = (await client.get(url, headers=HX)).text
+    assert f'data-image-id="{image["id"]}"' in for_one
+    assert "Run a job for this image" in for_one
+    assert _option(for_one, each["id"]).endswith(" selected>Ink each — 1 step</option>")
+    gone = await client.get(f"/cog/series/{piers['id']}/run-job?image_id={uuid.uuid4()}")
+    assert gone.status_code == 404

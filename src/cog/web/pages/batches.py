@@ -148,14 +148,21 @@ async def form_fragment(
 
 @router.get("/cog/series/{series_id}/run-job", response_class=HTMLResponse)
 async def run_job_dialog(
-    request: Request, series_id: uuid.UUID, session: SessionDep, state: StateDep
+    request: Request,
+    series_id: uuid.UUID,
+    session: SessionDep,
+    state: StateDep,
+    image_id: uuid.UUID | None = None,
 ) -> HTMLResponse:
-    """The dialog a gallery selection opens to run a job once for each selected image."""
+    """The dialog a gallery selection opens to run a job once for each selected image; with
+    `image_id`, the one an image's page opens to run a job for that image."""
     series = await series_service.require(session, series_id)
+    image = await images_service.require(session, image_id) if image_id else None
     return render(
         request,
         "series/_run_job_dialog.html",
         series=series,
+        image=image,
         groups=await batches_service.job_choices(session),
         batch_concurrency=state.settings.batch_concurrency,
     )

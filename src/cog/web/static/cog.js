@@ -248,6 +248,51 @@
     true,
   );
 
+  // --- batches: a job for each of some images ----------------------------------------------------
+
+  // A batch runs a job once for each chosen image (a restyle is one, of the restyle job); the
+  // job's page shows its progress, so that is where a started batch goes.
+  async function startBatch(url, body) {
+    let response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify(body),
+      });
+    } catch (_) {
+      toast("Cog could not be reached; nothing was started.", true);
+      return false;
+    }
+    const answer = await response.json().catch(() => null);
+    if (!response.ok) {
+      toast(typeof answer?.detail === "string" ? answer.detail : `Refused (${response.status}).`, true);
+      return false;
+    }
+    window.location.assign(`/cog/jobs/${encodeURIComponent(answer.job_id)}#batch-${answer.id}`);
+    return true;
+  }
+
+  // "Run a job…": the job chosen in the dialog, for `images` (ids, or a gallery's filter).
+  function runJob(form, images) {
+    const job = $("[name=job_id]", form).value;
+    return startBatch(`/api/jobs/${encodeURIComponent(job)}/batches`, images);
+  }
+
+  // "Run a job…" on an image's page, for that image.
+  document.addEventListener("submit", async (event) => {
+    const form = event.target.closest?.("form[data-batch-form=run-job][data-image-id]");
+    if (!form) return;
+    event.preventDefault();
+    const submit = $("button[type=submit]", form);
+    submit.setAttribute("aria-busy", "true");
+    submit.disabled = true;
+    const ok = await runJob(form, { image_ids: [form.dataset.imageId] });
+    submit.removeAttribute("aria-busy");
+    submit.disabled = false;
+    if (!ok) form.closest("dialog")?.close();
+  });
+
   // --- selecting images in the gallery -------------------------------------------------------------
 
   // A checkbox on every thumbnail selects it; once one is selected (or "Select" is pressed), a
@@ -404,7 +449,7 @@
       if (text) text.textContent = everything ? `all ${images(chosen())}` : images(chosen());
     });
     document.addEventListener("submit", async (event) => {
-      const form = event.target.closest?.("form[data-batch-form]");
+      const form = event.target.closest?.("form[data-batch-form]:not([data-image-id])");
       if (!form) return;
       event.preventDefault();
       const action = form.dataset.batchForm;
@@ -415,7 +460,7 @@
       if (action === "restyle") {
         ok = await restyle(form);
       } else if (action === "run-job") {
-        ok = await runJob(form);
+        ok = await runJob(form, chosenImages());
       } else if (action === "move") {
         const select = $("select[name=series_id]", form);
         const where = select.selectedOptions[0]?.textContent.trim() || "the series";
@@ -445,37 +490,14 @@
       $("input", title).required = select.value === "new";
     });
 
-    // A batch runs a job once for each chosen image (a restyle is one, of the restyle job); the
-    // job's page shows its progress.
-    async function startBatch(url, body) {
-      const chosenImages = everything
-        ? tag
-          ? { series_id: seriesId, tag }
-          : { series_id: seriesId }
-        : { image_ids: Array.from(picked) };
-      let response;
-      try {
-        response = await fetch(url, {
-          method: "POST",
-          headers: { "Content-Type": "application/json", Accept: "application/json" },
-          body: JSON.stringify({ ...chosenImages, ...body }),
-        });
-      } catch (_) {
-        toast("Cog could not be reached; nothing was started.", true);
-        return false;
-      }
-      const answer = await response.json().catch(() => null);
-      if (!response.ok) {
-        toast(typeof answer?.detail === "string" ? answer.detail : `Refused (${response.status}).`, true);
-        return false;
-      }
-      window.location.assign(`/cog/jobs/${encodeURIComponent(answer.job_id)}#batch-${answer.id}`);
-      return true;
-    }
+    // What a batch is for: the ids, or the filter the gallery shows.
+    const chosenImages = () =>
+      everything ? (tag ? { series_id: seriesId, tag } : { series_id: seriesId }) : { image_ids: Array.from(picked) };
 
     function restyle(form) {
       const field = (name) => $(`[name=${name}]`, form).value;
       return startBatch("/api/restyles", {
+        ...chosenImages(),
         style_series_id: field("style_series_id"),
         ...(field("target_series_id") === "new"
           ? { target_title: field("target_title") }
@@ -483,11 +505,6 @@
         style_image_count: Number(field("style_image_count") || 0),
         prompt: field("prompt"),
       });
-    }
-
-    function runJob(form) {
-      const job = $("[name=job_id]", form).value;
-      return startBatch(`/api/jobs/${encodeURIComponent(job)}/batches`, {});
     }
 
     $("[data-batch=delete]", bar).addEventListener("click", async () => {
