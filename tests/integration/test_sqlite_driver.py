@@ -4,6 +4,8 @@ statement is what SQLite said."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -126,5 +128,46 @@ async def test_an_open_transaction_is_rolled_back_and_none_costs_no_trip(
         async with other.connect() as conn:
             texts = (await conn.execute(sa.select(NOTES.c.text).order_by(NOTES.c.n))).scalars()
             assert list(texts) == ["kept", "other"]
+    finally:
+        await other.dispose()
+
+
+async def test_a_statement_cancelled_in_flight_leaves_no_transaction_open(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The caller of a statement is cancelled while SQLite runs it: the statement goes on in the
+    connection's thread and opens a transaction there. No rollback may be skipped for it: the
+    connection must not go back to the pool holding the write lock."""
+
+    def pause(value: str) -> str:
+        time.sleep(0.3)
+        return value
+
+    def with_pause(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.create_function("pause", 1, pause)
+
+    sa.event.listen(engine.sync_engine, "connect", with_pause)
+    await engine.dispose()  # connections made from here on have it
+
+    async def slow_insert() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(
+                sa.text("INSERT INTO notes (id, text) VALUES (:id, pause('cancelled'))"),
+                {"id": uuid.uuid4().hex},
+            )
+            await conn.commit()
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(slow_insert(), timeout=0.05)
+    await asyncio.sleep(0.5)  # the statement has ended in its thread
+
+    other = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}")
+    try:
+        async with other.begin() as conn:
+            await conn.execute(sa.text("PRAGMA busy_timeout=0"))  # a held lock fails at once
+            await conn.execute(NOTES.insert().values(id=uuid.uuid4(), text="after"))
+        async with other.connect() as conn:
+            texts = (await conn.execute(sa.select(NOTES.c.text))).scalars()
+            assert list(texts) == ["after"]
     finally:
         await other.dispose()
