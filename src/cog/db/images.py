@@ -86,11 +86,14 @@ _FILE_OF = sa.select(
     *_FILE_COLUMNS,
     sa.func.coalesce(_VERSIONS.c.id, _IMAGES.c.id),  # version 1 has the image's id
 ).outerjoin(_VERSIONS, _CURRENT_VERSION)
+# Built once: every thumbnail asks it, and building the statement (and its cache key) for each
+# call cost more CPU than running it.
+_FILE_OF_ONE = _FILE_OF.where(_IMAGES.c.id == sa.bindparam("image_id"))
 
 
 async def file_of(conn: AsyncConnection, image_id: uuid.UUID) -> FileFacts | None:
     """One image's file facts, in one query on a connection (no session)."""
-    row = (await conn.execute(_FILE_OF.where(_IMAGES.c.id == image_id))).first()
+    row = (await conn.execute(_FILE_OF_ONE, {"image_id": image_id})).first()
     return None if row is None else FileFacts(*row)
 
 
