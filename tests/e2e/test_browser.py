@@ -11,9 +11,10 @@ import re
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
 from cog.testing.gemini_server import GeminiTestServer
 from tests.e2e.browser import (
@@ -282,6 +283,16 @@ def test_a_batch_started_from_the_job_page_runs_to_its_end(
     page.context.close()
 
 
+def batch_to_its_end(page: Page, cog: Cog, job_id: str, title: str) -> dict[str, Any]:
+    """On the job's page a started batch opens, its card until it has succeeded; the batch."""
+    expect(page).to_have_url(re.compile(rf"/cog/jobs/{job_id}#batch-"))
+    card = page.locator("article.batch").first
+    expect(card).to_contain_text(title)
+    expect(card.locator(".badge")).to_have_text("succeeded", timeout=20_000)
+    batch: dict[str, Any] = cog.api.get(f"/api/batches/{page.url.rsplit('#batch-', 1)[1]}").json()
+    return batch
+
+
 def test_a_gallery_selection_runs_through_a_job_of_another_series(
     browser: Browser, cog: Cog, watch: Watch
 ) -> None:
@@ -324,11 +335,7 @@ def test_a_gallery_selection_runs_through_a_job_of_another_series(
     dialog.get_by_role("button", name="Run").click()
 
     # The job's page, with the batch's card, to its end.
-    expect(page).to_have_url(re.compile(rf"/cog/jobs/{job['id']}#batch-"))
-    card = page.locator("article.batch").first
-    expect(card).to_contain_text("For each of 2 images")
-    expect(card.locator(".badge")).to_have_text("succeeded", timeout=20_000)
-    batch = api.get(f"/api/batches/{page.url.rsplit('#batch-', 1)[1]}").json()
+    batch = batch_to_its_end(page, cog, job["id"], "For each of 2 images")
     assert sorted(r["input_image_id"] for r in batch["runs"]) == sorted(chosen)
     by_id = {i["id"]: i["original_filename"] for i in made}
     inked = api.get(f"/api/series/{inks['id']}/images").json()["items"]
@@ -342,11 +349,7 @@ def test_a_gallery_selection_runs_through_a_job_of_another_series(
     expect(dialog.locator("h2")).to_have_text("Run a job for this image")
     dialog.get_by_label("The job").select_option(value=job["id"])
     dialog.get_by_role("button", name="Run").click()
-    expect(page).to_have_url(re.compile(rf"/cog/jobs/{job['id']}#batch-"))
-    card = page.locator("article.batch").first
-    expect(card).to_contain_text("For each of 1 image")
-    expect(card.locator(".badge")).to_have_text("succeeded", timeout=20_000)
-    batch = api.get(f"/api/batches/{page.url.rsplit('#batch-', 1)[1]}").json()
+    batch = batch_to_its_end(page, cog, job["id"], "For each of 1 image")
     assert [r["input_image_id"] for r in batch["runs"]] == [lone["id"]]
     watch.assert_clean()
     page.context.close()

@@ -37,6 +37,21 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
+async def written_elsewhere(folder: Path, text: str) -> list[str]:
+    """Write a note through another engine on the file, failing at once if the write lock is
+    held; answers every note's text, in order."""
+    other = make_engine(f"sqlite+aiosqlite:///{folder / 'notes.db'}")
+    try:
+        async with other.begin() as conn:
+            await conn.execute(sa.text("PRAGMA busy_timeout=0"))
+            await conn.execute(NOTES.insert().values(id=uuid.uuid4(), text=text))
+        async with other.connect() as conn:
+            texts = await conn.execute(sa.select(NOTES.c.text).order_by(NOTES.c.n))
+            return list(texts.scalars())
+    finally:
+        await other.dispose()
+
+
 async def test_the_engine_uses_it(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
@@ -120,16 +135,7 @@ async def test_an_open_transaction_is_rolled_back_and_none_costs_no_trip(
     assert trips == ["_run", "rollback"]
 
     # The write lock went with it: another connection to the file writes at once.
-    other = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}")
-    try:
-        async with other.begin() as conn:
-            await conn.execute(sa.text("PRAGMA busy_timeout=0"))  # a held lock fails at once
-            await conn.execute(NOTES.insert().values(id=uuid.uuid4(), text="other"))
-        async with other.connect() as conn:
-            texts = (await conn.execute(sa.select(NOTES.c.text).order_by(NOTES.c.n))).scalars()
-            assert list(texts) == ["kept", "other"]
-    finally:
-        await other.dispose()
+    assert await written_elsewhere(tmp_path, "other") == ["kept", "other"]
 
 
 async def test_a_statement_cancelled_in_flight_leaves_no_transaction_open(
@@ -161,13 +167,4 @@ async def test_a_statement_cancelled_in_flight_leaves_no_transaction_open(
         await asyncio.wait_for(slow_insert(), timeout=0.05)
     await asyncio.sleep(0.5)  # the statement has ended in its thread
 
-    other = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}")
-    try:
-        async with other.begin() as conn:
-            await conn.execute(sa.text("PRAGMA busy_timeout=0"))  # a held lock fails at once
-            await conn.execute(NOTES.insert().values(id=uuid.uuid4(), text="after"))
-        async with other.connect() as conn:
-            texts = (await conn.execute(sa.select(NOTES.c.text))).scalars()
-            assert list(texts) == ["after"]
-    finally:
-        await other.dispose()
+    assert await written_elsewhere(tmp_path, "after") == ["after"]
