@@ -242,19 +242,22 @@ class FanOut:
     async def _images_of_each(self) -> None:
         count = self.spec.config.count
         ledger = IterationImages(self.iterations, count)
-        calls = [
-            ImageCall(
-                it.prompt or "",
-                index,
-                meta={"iteration": it.index, "item": it.item},
-                iteration=it.index,
-                inputs=self.references(it.index)[0],
-                parents=self.references(it.index)[1],
-            )
-            for it in self.iterations
-            if it.status != StepStatus.succeeded
-            for index in range(len(it.image_ids), count)
-        ]
+        calls: list[ImageCall] = []
+        for it in self.iterations:
+            if it.status == StepStatus.succeeded:
+                continue
+            inputs, parents = self.references(it.index)
+            calls += [
+                ImageCall(
+                    it.prompt or "",
+                    index,
+                    meta={"iteration": it.index, "item": it.item},
+                    iteration=it.index,
+                    inputs=inputs,
+                    parents=parents,
+                )
+                for index in range(len(it.image_ids), count)
+            ]
         await self.runner.make_images(self.spec, self.row, calls, *self.shared, self.tally, ledger)
 
     async def _ask_each(self) -> None:
