@@ -279,18 +279,24 @@
     return startBatch(`/api/jobs/${encodeURIComponent(job)}/batches`, images);
   }
 
-  // "Run a job…" on an image's page, for that image.
-  document.addEventListener("submit", async (event) => {
-    const form = event.target.closest?.("form[data-batch-form=run-job][data-image-id]");
-    if (!form) return;
-    event.preventDefault();
+  // A dialog's form while `work` sends what it asks for: its button busy, the dialog closed
+  // when it was refused (the toast says why).
+  async function sending(form, work) {
     const submit = $("button[type=submit]", form);
     submit.setAttribute("aria-busy", "true");
     submit.disabled = true;
-    const ok = await runJob(form, { image_ids: [form.dataset.imageId] });
+    const ok = await work();
     submit.removeAttribute("aria-busy");
     submit.disabled = false;
     if (!ok) form.closest("dialog")?.close();
+  }
+
+  // "Run a job…" on an image's page, for that image.
+  document.addEventListener("submit", (event) => {
+    const form = event.target.closest?.("form[data-batch-form=run-job][data-image-id]");
+    if (!form) return;
+    event.preventDefault();
+    sending(form, () => runJob(form, { image_ids: [form.dataset.imageId] }));
   });
 
   // --- selecting images in the gallery -------------------------------------------------------------
@@ -448,38 +454,31 @@
       const text = $("[data-selected-text]", event.detail.target);
       if (text) text.textContent = everything ? `all ${images(chosen())}` : images(chosen());
     });
-    document.addEventListener("submit", async (event) => {
+    document.addEventListener("submit", (event) => {
       const form = event.target.closest?.("form[data-batch-form]:not([data-image-id])");
       if (!form) return;
       event.preventDefault();
-      const action = form.dataset.batchForm;
-      const submit = $("button[type=submit]", form);
-      submit.setAttribute("aria-busy", "true");
-      submit.disabled = true;
-      let ok;
-      if (action === "restyle") {
-        ok = await restyle(form);
-      } else if (action === "run-job") {
-        ok = await runJob(form, chosenImages());
-      } else if (action === "move") {
+      sending(form, () => batch(form, form.dataset.batchForm));
+    });
+
+    function batch(form, action) {
+      if (action === "restyle") return restyle(form);
+      if (action === "run-job") return runJob(form, chosenImages());
+      if (action === "move") {
         const select = $("select[name=series_id]", form);
         const where = select.selectedOptions[0]?.textContent.trim() || "the series";
-        ok = await send({ action, series_id: select.value }, (a) => `Moved ${images(a.count)} to “${where}”.`);
-      } else {
-        const tags = $("input[name=tags]", form)
-          .value.split(",")
-          .map((t) => t.trim())
-          .filter(Boolean);
-        ok = await send({ action, tags }, (a) =>
-          action === "tag"
-            ? `Tagged ${images(a.count)} “${a.tags.join(", ")}”.`
-            : `Removed “${a.tags.join(", ")}” from ${images(a.count)}.`,
-        );
+        return send({ action, series_id: select.value }, (a) => `Moved ${images(a.count)} to “${where}”.`);
       }
-      submit.removeAttribute("aria-busy");
-      submit.disabled = false;
-      if (!ok) form.closest("dialog")?.close();
-    });
+      const tags = $("input[name=tags]", form)
+        .value.split(",")
+        .map((t) => t.trim())
+        .filter(Boolean);
+      return send({ action, tags }, (a) =>
+        action === "tag"
+          ? `Tagged ${images(a.count)} “${a.tags.join(", ")}”.`
+          : `Removed “${a.tags.join(", ")}” from ${images(a.count)}.`,
+      );
+    }
 
     // "A new series…" as the restyle's target asks for its title.
     document.addEventListener("change", (event) => {
