@@ -35,7 +35,6 @@ from cog.web.api import search as search_api
 from cog.web.api import series as series_api
 from cog.web.api import versions as versions_api
 from cog.web.pages.errors import error_page, htmx_error_headers
-from cog.web.schemas import error_responses
 from cog.web.security import CrossSiteGuard, SecurityHeaders, TokenGuard
 
 log = logging.getLogger(__name__)
@@ -62,8 +61,6 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        # Every operation can answer these, each as `{"detail": ...}`; routers add their own.
-        responses=error_responses(401, 404, 422),
     )
     app.state.cog = state
 
@@ -139,16 +136,23 @@ def create_app(settings: Settings) -> FastAPI:
             swagger_favicon_url="/static/favicon.svg",
         )
 
-    app.include_router(series_api.router)
-    # Before the images routes: `/api/images/export` and `/api/images/search` are not image ids.
-    app.include_router(exports_api.router)
-    app.include_router(search_api.router)
-    app.include_router(images_api.router)
-    app.include_router(versions_api.router)
-    app.include_router(jobs_api.router)
-    app.include_router(batches_api.router)
-    app.include_router(restyles_api.router)
-    app.include_router(pages.router)
+    for router in (
+        series_api.router,
+        # Before the images routes: `/api/images/export` and `/api/images/search` are not ids.
+        exports_api.router,
+        search_api.router,
+        images_api.router,
+        versions_api.router,
+        jobs_api.router,
+        batches_api.router,
+        restyles_api.router,
+        *pages.ROUTERS,
+    ):
+        # The routes themselves, not `include_router`: FastAPI wraps an included router in a
+        # route of its own that walks all of the router's routes, twice, for each request; on
+        # a 404 that made finding no route cost more than answering a thumbnail. Each route
+        # already carries its full path, tags and responses from its router.
+        app.router.routes.extend(router.routes)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(CrossSiteGuard)
     app.add_middleware(TokenGuard, token=settings.token)
@@ -160,8 +164,7 @@ ALLOW_PROBED = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _allowed_methods(request: Request) -> str:
-    """The methods some route serves at the request's path, found by asking the routes (they
-    nest: FastAPI wraps each included router in a route of its own)."""
+    """The methods some route serves at the request's path, found by asking the routes."""
     routes = request.app.router.routes
     return ", ".join(
         method

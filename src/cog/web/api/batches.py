@@ -18,7 +18,7 @@ from cog.web.schemas import (
     error_responses,
 )
 
-router = APIRouter(prefix="/api", tags=["batches"])
+router = APIRouter(prefix="/api", tags=["batches"], responses=error_responses(401, 404, 422))
 
 
 @router.post(

@@ -15,7 +15,7 @@ from cog.services.selection import Selection
 from cog.web.deps import SessionDep, StateDep
 from cog.web.schemas import SearchText, SelectionIn, error_responses
 
-router = APIRouter(prefix="/api", tags=["export"])
+router = APIRouter(prefix="/api", tags=["export"], responses=error_responses(401, 404, 422))
 
 ZIP: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/zip": {}}, "description": "A zip archive, streamed."}

@@ -9,7 +9,7 @@ from cog.services import restyle as restyle_service
 from cog.web.deps import SessionDep, StateDep
 from cog.web.schemas import BatchOut, RestyleCreate, error_responses
 
-router = APIRouter(prefix="/api", tags=["batches"])
+router = APIRouter(prefix="/api", tags=["batches"], responses=error_responses(401, 404, 422))
 
 
 @router.post(

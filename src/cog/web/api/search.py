@@ -11,9 +11,9 @@ from cog.domain import ImageSource
 from cog.services import search as search_service
 from cog.services.search import MAX_TEXT, Search, parse_when
 from cog.web.deps import SessionDep
-from cog.web.schemas import ImageList, ImageOut, SearchText, error_response
+from cog.web.schemas import ImageList, ImageOut, SearchText, error_response, error_responses
 
-router = APIRouter(prefix="/api", tags=["images"])
+router = APIRouter(prefix="/api", tags=["images"], responses=error_responses(401, 404, 422))
 
 WHEN = (
     "A day, `YYYY-MM-DD` (in UTC), or an instant, `YYYY-MM-DDTHH:MM:SS` with an optional zone "

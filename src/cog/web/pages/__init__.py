@@ -1,4 +1,4 @@
-"""Server-rendered pages under /cog, one module per resource; `router` holds them all."""
+"""Server-rendered pages under /cog, one module per resource; `ROUTERS` lists their routers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from fastapi import APIRouter
 
 from cog.web.pages import auth, batches, images, jobs, runs, search, series, style, versions
 
-router = APIRouter(include_in_schema=False)
-for module in (auth, series, style, images, versions, jobs, batches, runs, search):
-    router.include_router(module.router)
+ROUTERS: tuple[APIRouter, ...] = tuple(
+    module.router for module in (auth, series, style, images, versions, jobs, batches, runs, search)
+)
 
-__all__ = ["router"]
+__all__ = ["ROUTERS"]
