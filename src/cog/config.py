@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     web_workers: Annotated[int, Field(ge=1, le=64)] = Field(
         1, description="Processes `cog serve` answers with; each also executes runs."
     )
+    # Off by default: a gallery asks for a thumbnail per image, and a line for each buries what
+    # matters in the log (and costs a request a good part of its time).
+    access_log: bool = Field(
+        False, description="Whether `cog serve` logs a line for every request it answers."
+    )
     api_token: SecretStr | None = Field(
         None, description="Token every route requires; required off loopback."
     )
@@ -64,6 +69,9 @@ class Settings(BaseSettings):
     )
     thumbnail_px: Annotated[int, Field(ge=64, le=2048)] = Field(
         512, description="Longest side of a thumbnail, in pixels."
+    )
+    thumbnail_cache_mb: Annotated[int, Field(ge=0, le=4096)] = Field(
+        64, description="Memory each process keeps the thumbnails it served last in, in MB."
     )
     decode_concurrency: Annotated[int, Field(ge=1, le=64)] = Field(
         2, description="Images a process decodes at once (each holds its pixels in memory)."

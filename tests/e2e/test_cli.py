@@ -365,6 +365,7 @@ def test_serve_migrates_a_fresh_data_dir_and_answers_over_http(
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells of it.
     assert server.proc.wait(timeout=10) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in server.output()
+    assert "GET /api/series" not in server.output()  # no line per request unless asked
 
 
 @pytest.mark.postgres
@@ -384,9 +385,10 @@ def test_serve_off_loopback_needs_a_token(cli: Cli, cog_serve: Callable[..., Cli
     assert "refusing to listen on 0.0.0.0 without a token" in refused.said
     assert "COG_API_TOKEN" in refused.said
 
-    server = cog_serve("--host", "0.0.0.0", env={"COG_API_TOKEN": "s3cret"})
+    server = cog_serve("--host", "0.0.0.0", "--access-log", env={"COG_API_TOKEN": "s3cret"})
     with httpx.Client(base_url=server.base_url, timeout=5) as http:
         assert http.get("/api/series").status_code == 401
+        assert '"GET /api/series HTTP/1.1" 401' in server.output()  # logged, as asked
         assert http.get("/cog", headers={"Accept": "text/html"}).status_code == 303
         authed = http.get("/api/series", headers={"Authorization": "Bearer s3cret"})
         assert authed.status_code == 200

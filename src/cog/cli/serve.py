@@ -33,6 +33,13 @@ def serve(
             min=1, max=64, help="Processes that answer requests (COG_WEB_WORKERS). [default: 1]"
         ),
     ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log a line for every request (COG_ACCESS_LOG). [default: off]",
+        ),
+    ] = None,
 ) -> None:
     """Start the web app and the API (http://127.0.0.1:8000/cog)."""
     import uvicorn
@@ -44,6 +51,8 @@ def serve(
         overrides["port"] = port
     if workers is not None:
         overrides["web_workers"] = workers
+    if access_log is not None:
+        overrides["access_log"] = access_log
     settings = load_settings(**overrides)
     refuse_queue_on_sqlite(settings)
     if not is_loopback(settings.host) and settings.token is None:
@@ -76,9 +85,16 @@ def serve(
             port=settings.port,
             workers=settings.web_workers,
             log_level="info",
+            access_log=settings.access_log,
         )
         return
-    config = uvicorn.Config(application, host=settings.host, port=settings.port, log_level="info")
+    config = uvicorn.Config(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=settings.access_log,
+    )
     server = uvicorn.Server(config)
     server.run()
     if not server.started:
