@@ -17,6 +17,7 @@ from cog.engine.events import RunNotifier
 from cog.engine.executor import EmbeddedExecutor
 from cog.engine.runner import RunnerDeps
 from cog.providers import ImageProvider, TextProvider, make_providers
+from cog.services.images import ThumbnailCache, thumbnail_cache
 from cog.storage import ObjectStore, make_store
 
 
@@ -28,6 +29,7 @@ class Runtime:
     store: ObjectStore
     text_provider: TextProvider
     image_provider: ImageProvider
+    thumbnails: ThumbnailCache | None = None
     notifier: RunNotifier = field(default_factory=RunNotifier)
     executor: EmbeddedExecutor | None = None
 
@@ -42,6 +44,7 @@ class Runtime:
             store=make_store(settings),
             text_provider=text,
             image_provider=image,
+            thumbnails=thumbnail_cache(settings),
         )
 
     def runner_deps(self) -> RunnerDeps:

@@ -253,27 +253,68 @@ async def test_thumbnail_is_webp_bounded_and_cached(
     assert sizes[small["id"]] == (40, 30)  # never enlarged
     assert sizes[sideways["id"]] == (px * 600 // 800, px)  # upright, as its record says
 
-    # The cached thumbnail is the stored object, and it is made again when it goes missing.
+    # The stored thumbnail is what is served; a process keeps the ones it served in memory.
     key = thumbnail_key(uuid.UUID(wide["id"]))
-    cached = await store.get(key)
-    assert (await client.get(wide["thumbnail_url"])).content == cached
+    stored = await store.get(key)
+    assert (await client.get(wide["thumbnail_url"])).content == stored
     await store.delete(key)
-    assert await store.size(key) is None
-    regenerated = await client.get(wide["thumbnail_url"])
-    assert regenerated.status_code == 200
-    assert decoded(regenerated.content).size == sizes[wide["id"]]
-    assert await store.get(key) == regenerated.content
-    # So is one whose stored object is damaged.
+    assert (await client.get(wide["thumbnail_url"])).content == stored
+    assert await store.size(key) is None  # served from memory, not written back
+    async for fresh in open_client(create_app(settings)):
+        # A process that has not served it (a restart, another worker) makes it again.
+        regenerated = await fresh.get(wide["thumbnail_url"])
+        assert regenerated.status_code == 200
+        assert decoded(regenerated.content).size == sizes[wide["id"]]
+        assert await store.get(key) == regenerated.content
     await store.put(key, b"RIFF\x00\x00\x00\x00WEBPVP8 garbage")
-    repaired = await client.get(wide["thumbnail_url"])
-    assert decoded(repaired.content).size == sizes[wide["id"]]
-    assert await store.get(key) == repaired.content
+    async for fresh in open_client(create_app(settings)):
+        # So does one whose stored object is damaged.
+        repaired = await fresh.get(wide["thumbnail_url"])
+        assert decoded(repaired.content).size == sizes[wide["id"]]
+        assert await store.get(key) == repaired.content
 
     # An image whose files went missing from the store is a 404 that says so, not an error.
     await store.delete(f"images/{small['id'][:2]}/{small['id']}.png")
     await store.delete(thumbnail_key(uuid.UUID(small["id"])))
-    for url in (small["file_url"], small["thumbnail_url"]):
-        assert "missing from the store" in assert_refused(await client.get(url), 404)["detail"]
+    async for fresh in open_client(create_app(settings)):
+        for url in (small["file_url"], small["thumbnail_url"]):
+            assert "missing from the store" in assert_refused(await fresh.get(url), 404)["detail"]
+
+
+async def test_thumbnails_kept_in_memory_go_with_their_image(
+    client: httpx.AsyncClient, settings: Settings, store: ObjectStore
+) -> None:
+    series = await make_series(client, "Kept")
+    image = await upload_one(client, series["id"], "kept.png", image_bytes(900, 600))
+    first = await client.get(image["thumbnail_url"])
+    assert first.status_code == 200
+    await store.delete(thumbnail_key(uuid.UUID(image["id"])))
+    assert (await client.get(image["thumbnail_url"])).content == first.content
+
+    # A new version is another thumbnail, made from its own bytes.
+    edited = await client.post(f"/api/images/{image['id']}/versions", json={"prompt": "at dusk"})
+    assert edited.status_code == 201, edited.text
+    after = await client.get(image["thumbnail_url"])
+    assert after.headers["etag"] != first.headers["etag"]
+    assert after.content != first.content
+    assert decoded(after.content).format == "WEBP"
+    version_one = await client.get(f"/api/images/{image['id']}/versions/1/thumbnail")
+    assert version_one.content == first.content
+
+    # Once the image is deleted, its thumbnails are gone too, memory or not.
+    assert (await client.delete(f"/api/images/{image['id']}")).status_code == 204
+    assert_refused(await client.get(image["thumbnail_url"]), 404)
+    assert_refused(await client.get(f"/api/images/{image['id']}/versions/1/thumbnail"), 404)
+
+    # With no memory for them (COG_THUMBNAIL_CACHE_MB=0), each is read from the store.
+    other = await upload_one(client, series["id"], "other.png", image_bytes(600, 600))
+    unkept = settings.model_copy(update={"thumbnail_cache_mb": 0})
+    async for plain in open_client(create_app(unkept)):
+        served = await plain.get(other["thumbnail_url"])
+        await store.put(thumbnail_key(uuid.UUID(other["id"])), b"RIFF\x00\x00\x00\x00WEBPVP8 bad")
+        again = await plain.get(other["thumbnail_url"])
+        assert decoded(again.content).size == decoded(served.content).size == (512, 512)
+        assert await store.get(thumbnail_key(uuid.UUID(other["id"]))) == again.content
 
 
 async def test_thumbnails_follow_a_changed_thumbnail_size(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 import anyio
+from cachetools import LRUCache
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from cog.config import Settings
@@ -385,7 +386,24 @@ async def file_of(engine: AsyncEngine, image_id: uuid.UUID) -> images_db.FileFac
     return facts
 
 
-async def thumbnail_of(store: ObjectStore, settings: Settings, facts: images_db.FileFacts) -> bytes:
+# A version's thumbnail never changes: its bytes never do, and a process makes thumbnails at
+# one `thumbnail_px`. So one kept in memory is never stale, and the lookup of the version that
+# comes before it still answers 404 once the image is gone.
+ThumbnailCache = LRUCache[uuid.UUID, bytes]
+
+
+def thumbnail_cache(settings: Settings) -> ThumbnailCache | None:
+    """Room for the thumbnails a process served last, `COG_THUMBNAIL_CACHE_MB` of them."""
+    budget = settings.thumbnail_cache_mb * 1024 * 1024
+    return LRUCache(maxsize=budget, getsizeof=len) if budget else None
+
+
+async def thumbnail_of(
+    store: ObjectStore,
+    settings: Settings,
+    facts: images_db.FileFacts,
+    kept: ThumbnailCache | None = None,
+) -> bytes:
     """The thumbnail of an image's current version, from its file facts."""
     return await stored_thumbnail(
         store,
@@ -394,6 +412,7 @@ async def thumbnail_of(store: ObjectStore, settings: Settings, facts: images_db.
         storage_path=facts.storage_path,
         size=(facts.width, facts.height),
         what=f"image {facts.id}",
+        kept=kept,
     )
 
 
@@ -432,17 +451,35 @@ async def stored_thumbnail(
     storage_path: str,
     size: tuple[int, int],
     what: str,
+    kept: ThumbnailCache | None = None,
 ) -> bytes:
-    """The cached WebP thumbnail of one version; made again (once) if it has gone missing or
-    was made for another `thumbnail_px`."""
+    """The stored WebP thumbnail of one version; made again (once) if it has gone missing or
+    was made for another `thumbnail_px`. With `kept`, it comes from there when it can, and goes
+    there once read."""
+    if kept is not None and (data := kept.get(version_id)) is not None:
+        return data
+    data = await _stored_or_made_thumbnail(store, settings, version_id, storage_path, size, what)
+    if kept is not None:
+        kept[version_id] = data
+    return data
+
+
+async def _stored_or_made_thumbnail(
+    store: ObjectStore,
+    settings: Settings,
+    version_id: uuid.UUID,
+    storage_path: str,
+    size: tuple[int, int],
+    what: str,
+) -> bytes:
     key = thumbnail_key(version_id)
     try:
-        cached = await store.get(key)
+        stored = await store.get(key)
     except StoredObjectMissing:
         pass
     else:
-        if thumbnail_fits(cached, settings.thumbnail_px, *size):
-            return cached
+        if thumbnail_fits(stored, settings.thumbnail_px, *size):
+            return stored
     try:
         original = await store.get(storage_path)
     except StoredObjectMissing as exc:

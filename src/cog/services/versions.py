@@ -68,7 +68,12 @@ async def require(
     return image, version
 
 
-async def thumbnail(store: ObjectStore, settings: Settings, version: ImageVersion) -> bytes:
+async def thumbnail(
+    store: ObjectStore,
+    settings: Settings,
+    version: ImageVersion,
+    kept: images_service.ThumbnailCache | None = None,
+) -> bytes:
     return await images_service.stored_thumbnail(
         store,
         settings,
@@ -76,6 +81,7 @@ async def thumbnail(store: ObjectStore, settings: Settings, version: ImageVersio
         storage_path=version.storage_path,
         size=(version.width, version.height),
         what=f"version {version.number} of image {version.image_id}",
+        kept=kept,
     )
 
 

@@ -186,7 +186,9 @@ async def image_thumbnail(image_id: uuid.UUID, request: Request, state: StateDep
     facts = await images_service.file_of(state.engine, image_id)
 
     async def make() -> bytes:
-        return await images_service.thumbnail_of(state.store, state.settings, facts)
+        return await images_service.thumbnail_of(
+            state.store, state.settings, facts, state.thumbnails
+        )
 
     return await serve_thumbnail(
         request, state.settings, facts.sha256, make, cache=CACHE_REVALIDATE

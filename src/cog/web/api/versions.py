@@ -22,7 +22,7 @@ from cog.web.api._files import (
     serve_file,
     serve_thumbnail,
 )
-from cog.web.deps import SessionDep, SettingsDep, StateDep, StoreDep
+from cog.web.deps import SessionDep, StateDep, StoreDep
 from cog.web.schemas import (
     ERRORS,
     ImageOut,
@@ -187,16 +187,17 @@ async def version_thumbnail(
     number: Number,
     request: Request,
     session: SessionDep,
-    store: StoreDep,
-    settings: SettingsDep,
+    state: StateDep,
 ) -> Response:
     """A WebP thumbnail of one version, its longest side `COG_THUMBNAIL_PX`."""
     _, version = await versions_service.require(session, image_id, number)
 
     async def make() -> bytes:
-        return await versions_service.thumbnail(store, settings, version)
+        return await versions_service.thumbnail(
+            state.store, state.settings, version, state.thumbnails
+        )
 
-    return await serve_thumbnail(request, settings, version.sha256, make, cache=CACHE_FOREVER)
+    return await serve_thumbnail(request, state.settings, version.sha256, make, cache=CACHE_FOREVER)
 
 
 @router.post(
