@@ -838,3 +838,100 @@ def test_select_a_range_move_it_and_act_on_all_the_gallery_matches(
     assert api.get(f"/api/images/{image_id}").json()["tags"] == ["contact", "best"]
     watch.assert_clean()
     page.context.close()
+
+
+def test_search_results_are_selected_tagged_moved_downloaded_and_deleted(
+    browser: Browser, cog: Cog, watch: Watch
+) -> None:
+    api = cog.api
+    coast = api.post("/api/series", json={"title": "Coast"}).json()
+    hills = api.post("/api/series", json={"title": "Hills"}).json()
+    archive = api.post("/api/series", json={"title": "Tidepool archive"}).json()
+    for series, names in ((coast, ("tidepool-dawn", "tidepool-dusk")), (hills, ("tidepool-view",))):
+        files = [
+            ("files", (f"{n}.png", png(20, 14, (i * 40, 80, 120)), "image/png"))
+            for i, n in enumerate(names)
+        ]
+        assert api.post(f"/api/series/{series['id']}/images", files=files).status_code == 201
+    files = [("files", ("buttercups.png", png(20, 14, (10, 160, 40)), "image/png"))]
+    assert api.post(f"/api/series/{hills['id']}/images", files=files).status_code == 201
+
+    page = open_page(browser, watch)
+    page.goto(f"{cog.url}/cog/search?q=tidepool")
+    results = page.locator("#search-results")
+    tiles = results.locator(".tile-box")
+    expect(tiles).to_have_count(3)  # from two series
+    bar = page.locator("#selection-bar")
+    count = page.locator("#selection-count")
+    expect(bar).to_be_hidden()
+    # What needs one series is not offered for results from several.
+    for name in ("Restyle…", "Run a job…"):
+        expect(bar.get_by_role("button", name=name)).to_have_count(0)
+
+    # "Select", then a click on each of two results selects it rather than opening it.
+    page.get_by_role("button", name="Select", exact=True).click()
+    expect(bar).to_be_visible()
+    expect(count).to_have_text("Nothing selected")
+    tiles.nth(0).locator(".tile").click()
+    tiles.nth(2).locator(".tile").click()
+    expect(count).to_have_text("2 images selected")
+    expect(page).to_have_url(re.compile(r"/cog/search\?q=tidepool$"))
+    picked = sorted(str(tiles.nth(i).get_attribute("data-id")) for i in (0, 2))
+
+    # Tag them: the dialog offers the tags used most, wherever they are.
+    api.patch(f"/api/images/{picked[0]}", json={"tags": ["sea"]})
+    bar.get_by_role("button", name="Add tags…").click()
+    dialog = page.locator("#modal dialog")
+    expect(dialog.locator("h2")).to_have_text("Tag 2 images")
+    expect(dialog).to_contain_text("Used most: ")
+    expect(dialog).to_contain_text("sea (1)")
+    dialog.get_by_label("Tags to add").fill("keep")
+    dialog.get_by_role("button", name="Add tags").click()
+    expect(page.locator(".toast").last).to_have_text("Tagged 2 images “keep”.")
+    for image_id in picked:
+        assert "keep" in api.get(f"/api/images/{image_id}").json()["tags"]
+    # The page came back with the same search.
+    expect(page).to_have_url(re.compile(r"/cog/search\?q=tidepool$"))
+    expect(tiles).to_have_count(3)
+
+    # Another search lets the selection go.
+    page.get_by_role("button", name="Select", exact=True).click()
+    tiles.nth(1).locator(".tile").click()
+    expect(count).to_have_text("1 image selected")
+    page.get_by_label("Words of the prompt or file name").fill("buttercups")
+    expect(tiles).to_have_count(1)
+    expect(bar).to_be_hidden()
+
+    # Move two results to a series of neither: every series is offered.
+    page.get_by_label("Words of the prompt or file name").fill("tidepool")
+    expect(tiles).to_have_count(3)
+    tiles.nth(0).locator(".tile-check").check()
+    tiles.nth(2).locator(".tile-check").check()
+    expect(count).to_have_text("2 images selected")
+    bar.get_by_role("button", name="Move to…").click()
+    dialog = page.locator("#modal dialog")
+    expect(dialog.locator("h2")).to_have_text("Move 2 images")
+    dialog.get_by_label("To the series").select_option(label="Tidepool archive")
+    dialog.get_by_role("button", name="Move").click()
+    expect(page.locator(".toast").last).to_have_text("Moved 2 images to “Tidepool archive”.")
+    moved = api.get(f"/api/series/{archive['id']}/images").json()["items"]
+    assert sorted(i["id"] for i in moved) == picked
+
+    # Download one, then delete it.
+    expect(tiles).to_have_count(3)
+    tiles.nth(1).locator(".tile-check").check()
+    one = str(tiles.nth(1).get_attribute("data-id"))
+    with page.expect_download() as download:
+        bar.get_by_role("button", name="Download zip").click()
+    listed = json.loads(zipfile.ZipFile(download.value.path()).read("manifest.json"))["images"]
+    assert [i["id"] for i in listed] == [one]
+    bar.get_by_role("button", name="Delete…").click()
+    expect(page.locator("#confirm-text")).to_have_text(
+        "Delete 1 image? Its file is removed for good."
+    )
+    page.locator("[data-confirm-ok]").click()
+    expect(page.locator(".toast").last).to_have_text("Deleted 1 image.")
+    expect(tiles).to_have_count(2)
+    assert api.get(f"/api/images/{one}").status_code == 404
+    watch.assert_clean()
+    page.context.close()

@@ -101,6 +101,22 @@ async def test_the_selection_bar_dialogs_and_the_download(client: httpx.AsyncCli
     assert 'data-batch-form="untag"' in tags.text and '<option value="red">' in tags.text
     bad = await client.get(f"/cog/series/{series['id']}/images/tags", params={"action": "burn"})
     assert bad.status_code == 422
+    # From search results, which may come from any series: every series is a place to go,
+    # and the tags offered are those used most anywhere.
+    move = await client.get("/cog/selected/move", headers=HX)
+    assert 'data-batch-form="move"' in move.text
+    assert re.search(r'<option value="[^"]+">Here</option>', move.text)
+    assert re.search(r'<option value="[^"]+">There</option>', move.text)
+    assert "jobs in this series" not in move.text
+    tags = await client.get("/cog/selected/tags", params={"action": "tag"}, headers=HX)
+    assert 'data-batch-form="tag"' in tags.text and "Used most: red (1)" in tags.text
+    assert (await client.get("/cog/selected/tags", params={"action": "burn"})).status_code == 422
+    search = await client.get("/cog/search")
+    assert 'id="selection-bar"' in search.text and "data-select-mode" in search.text
+    assert 'hx-get="/cog/selected/move"' in search.text
+    assert 'hx-get="/cog/selected/tags?action=untag"' in search.text
+    for series_only in ("data-select-matching", 'data-batch="restyle"', 'data-batch="run-job"'):
+        assert series_only not in search.text
 
     download = await client.post(
         "/cog/images/export",

@@ -309,13 +309,13 @@ async def count(session: AsyncSession, series_id: uuid.UUID, *, tag: str | None 
 
 async def tag_counts(
     session: AsyncSession,
-    series_id: uuid.UUID,
+    series_id: uuid.UUID | None,
     *,
     include_subseries: bool = False,
     limit: int = 100,
 ) -> list[tuple[str, int]]:
-    """The tags the series' images (with its sub-series', when asked) carry, most used first,
-    with how many carry each."""
+    """The tags the series' images (with its sub-series', when asked; every image without a
+    series) carry, most used first, with how many carry each."""
     where = images_db.ImageFilter(series_id, include_subseries)
     return await images_db.tags_in(session, where, limit=limit)
 

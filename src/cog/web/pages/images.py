@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -18,7 +18,7 @@ from cog.services.selection import Selection
 from cog.web.api.exports import zip_response
 from cog.web.deps import SessionDep, StateDep, StoreDep
 from cog.web.pages._common import form_uuid, hx_redirect, render, same_origin, toast
-from cog.web.pages.series import form_errors, split_tags
+from cog.web.pages.series import IMAGE_TAGS_SHOWN, form_errors, split_tags
 from cog.web.schemas import ImageUpdate
 
 router = APIRouter(include_in_schema=False)
@@ -101,6 +101,25 @@ async def images_export(
     chosen = [form_uuid(part, "ids") for part in ids.split(",") if part.strip()]
     selection = Selection.of_ids([i for i in chosen if i is not None])
     return await zip_response(session, state, selection)
+
+
+@router.get("/cog/selected/move", response_class=HTMLResponse)
+async def selected_move_dialog(request: Request, session: SessionDep) -> HTMLResponse:
+    """Where images selected outside a series' gallery (search results) can go."""
+    entries = await series_service.outline(session)
+    return render(request, "series/_batch_move.html", series=None, entries=entries)
+
+
+@router.get("/cog/selected/tags", response_class=HTMLResponse)
+async def selected_tags_dialog(
+    request: Request,
+    session: SessionDep,
+    action: Annotated[Literal["tag", "untag"], Query()] = "tag",
+) -> HTMLResponse:
+    """The tags to add to (or remove from) images selected outside a series' gallery, with
+    the tags used most offered as they are typed."""
+    known = await images_service.tag_counts(session, None, limit=IMAGE_TAGS_SHOWN)
+    return render(request, "series/_batch_tags.html", series=None, action=action, known=known)
 
 
 @router.get("/cog/images/{image_id}/move", response_class=HTMLResponse)

@@ -127,6 +127,7 @@ async def search_page(request: Request, session: SessionDep, form: SearchForm) -
         selected_series=search.series_id,
         # Sub-series are included unless the box was cleared for the chosen series.
         subseries_checked=form.include_subseries or not form.series_id,
+        series=None,  # the selection bar's: results come from any series
         **context,
     )
 

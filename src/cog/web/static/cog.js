@@ -306,7 +306,8 @@
   // from the one before. The selection is a list of ids, or, with "Select all", the whole filter
   // (the series and its tag), loaded or not. Batches go to the JSON API; the page then loads
   // again to show what changed.
-  const galleryBox = $("#gallery");
+  // Search results are selected the same way: their box stays while searches swap its content.
+  const galleryBox = $("#gallery") || $("#search-results");
   const selectionBar = $("#selection-bar");
   if (galleryBox && selectionBar) selecting(galleryBox, selectionBar);
 
@@ -316,7 +317,9 @@
     // The number of images the gallery's filter matches; an upload adds to it.
     const total = () => Number(gallery.dataset.total || 0);
     const count = $("#selection-count", bar);
-    const modeButton = $("[data-select-mode]");
+    // Search results bring their own "Select" button with each search.
+    const modeButton = () => $("[data-select-mode]");
+    // Only a series' gallery has a filter to select all of (search results have none).
     const matchingButton = $("[data-select-matching]", bar);
     const picked = new Set();
     let everything = false; // the whole filter, beyond what is loaded
@@ -330,7 +333,7 @@
     function setMode(value) {
       on = value;
       gallery.classList.toggle("selecting", on);
-      modeButton?.setAttribute("aria-pressed", String(on));
+      modeButton()?.setAttribute("aria-pressed", String(on));
       bar.hidden = !on;
       if (!on) {
         picked.clear();
@@ -353,8 +356,10 @@
       for (const button of $$("[data-batch]", bar)) button.disabled = n === 0;
       const loaded = boxes().length;
       $("[data-select-page]", bar).hidden = everything || loaded === 0 || picked.size === loaded;
-      matchingButton.hidden = everything || total() <= loaded;
-      matchingButton.textContent = `Select all ${total().toLocaleString()} ${tag ? `tagged “${tag}”` : "in this series"}`;
+      if (matchingButton) {
+        matchingButton.hidden = everything || total() <= loaded;
+        matchingButton.textContent = `Select all ${total().toLocaleString()} ${tag ? `tagged “${tag}”` : "in this series"}`;
+      }
     }
 
     function choose(box, value, range) {
@@ -393,18 +398,24 @@
     // Thumbnails loaded later (scrolling, uploads) show the selection too.
     new MutationObserver(() => {
       if (on) render();
-    }).observe(gallery, { childList: true });
+    }).observe(gallery, { childList: true, subtree: true });
+    // Another search shows other images: what was selected among the last ones is let go.
+    document.addEventListener("htmx:afterSwap", (event) => {
+      if (event.detail.target === gallery) setMode(false);
+    });
 
-    modeButton?.addEventListener("click", () => setMode(!on));
+    document.addEventListener("click", (event) => {
+      if (event.target.closest?.("[data-select-mode]")) setMode(!on);
+    });
     $("[data-select-done]", bar).addEventListener("click", () => {
       setMode(false);
-      modeButton?.focus();
+      modeButton()?.focus();
     });
     $("[data-select-page]", bar).addEventListener("click", () => {
       for (const box of boxes()) picked.add(box.dataset.id);
       render();
     });
-    matchingButton.addEventListener("click", () => {
+    matchingButton?.addEventListener("click", () => {
       everything = true;
       render();
     });
@@ -508,7 +519,8 @@
 
     $("[data-batch=delete]", bar).addEventListener("click", async () => {
       const n = chosen();
-      const yes = await ask(`Delete ${images(n)}? Their files are removed for good.`, true);
+      const files = n === 1 ? "Its file is" : "Their files are";
+      const yes = await ask(`Delete ${images(n)}? ${files} removed for good.`, true);
       if (yes) await send({ action: "delete" }, (a) => `Deleted ${images(a.count)}.`);
     });
 
