@@ -206,13 +206,19 @@ class EmbeddedExecutor(RunExecutor):
     # --- work ---------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        clock = asyncio.get_running_loop().time
+        recovered_at: float | None = None
         while True:
             try:
-                await recover_stale_runs(
-                    self.deps.sessions,
-                    stale_after_s=self.stale_after_s,
-                    max_attempts=self.max_attempts,
-                )
+                # Once a poll: a wake (a run queued, or one of ours ended) needs only a claim,
+                # and a run left stale takes `stale_after_s` to be noticed anyway.
+                if recovered_at is None or clock() - recovered_at >= self.poll_s:
+                    await recover_stale_runs(
+                        self.deps.sessions,
+                        stale_after_s=self.stale_after_s,
+                        max_attempts=self.max_attempts,
+                    )
+                    recovered_at = clock()
                 await self._fill()
             except asyncio.CancelledError:
                 raise
