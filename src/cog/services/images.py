@@ -458,36 +458,24 @@ async def stored_thumbnail(
     there once read."""
     if kept is not None and (data := kept.get(version_id)) is not None:
         return data
-    data = await _stored_or_made_thumbnail(store, settings, version_id, storage_path, size, what)
-    if kept is not None:
-        kept[version_id] = data
-    return data
-
-
-async def _stored_or_made_thumbnail(
-    store: ObjectStore,
-    settings: Settings,
-    version_id: uuid.UUID,
-    storage_path: str,
-    size: tuple[int, int],
-    what: str,
-) -> bytes:
     key = thumbnail_key(version_id)
     try:
-        stored = await store.get(key)
+        stored: bytes | None = await store.get(key)
     except StoredObjectMissing:
-        pass
+        stored = None
+    if stored is not None and thumbnail_fits(stored, settings.thumbnail_px, *size):
+        data = stored
     else:
-        if thumbnail_fits(stored, settings.thumbnail_px, *size):
-            return stored
-    try:
-        original = await store.get(storage_path)
-    except StoredObjectMissing as exc:
-        raise NotFound(f"The file of {what} is missing from the store.") from exc
-    data = await decoding(
-        settings, functools.partial(thumbnail_from_bytes, original, settings.thumbnail_px)
-    )
-    await store.put(key, data)
+        try:
+            original = await store.get(storage_path)
+        except StoredObjectMissing as exc:
+            raise NotFound(f"The file of {what} is missing from the store.") from exc
+        data = await decoding(
+            settings, functools.partial(thumbnail_from_bytes, original, settings.thumbnail_px)
+        )
+        await store.put(key, data)
+    if kept is not None:
+        kept[version_id] = data
     return data
 
 
