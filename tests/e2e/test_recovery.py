@@ -83,6 +83,10 @@ def test_an_image_step_cut_short_makes_only_the_images_it_still_lacks(
     first.kill()
     kept = before["steps"][0]["image_ids"]
     half = before["steps"][1]["image_ids"]
+    # The call that brought the stored image is on record with it.
+    (made_before,) = before["steps"][1]["attempt_log"]
+    assert before["steps"][1]["attempts"] == 1
+    assert before["steps"][1]["usage"]["total_tokens"] > 0
 
     second = serve(**one_at_a_time)
     with second.client() as http:
@@ -90,6 +94,11 @@ def test_an_image_step_cut_short_makes_only_the_images_it_still_lacks(
         assert run["status"] == "succeeded", run
         assert run["steps"][0]["image_ids"] == kept
         assert run["steps"][1]["image_ids"][:1] == half  # kept, and one more made
+        # Its attempts are those of both calls: the one before the kill, the one after.
+        step = run["steps"][1]
+        assert step["attempts"] == 2 and step["attempt_log"][0] == made_before
+        assert step["attempt_log"][1]["started_at"] > made_before["started_at"]
+        assert step["usage"]["total_tokens"] == 2 * before["steps"][1]["usage"]["total_tokens"]
         assert_each_image_once(http, server_database_url, series_id, run, count=2)
         assert len(series_images(http, series_id)) == 6
 

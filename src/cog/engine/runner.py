@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable
@@ -86,6 +87,37 @@ class _Tally:
                 self.usage.output_tokens + usage.output_tokens,
                 self.usage.total_tokens + usage.total_tokens,
             )
+
+    @classmethod
+    def of(cls, row: StepRun) -> _Tally:
+        """What the step run has recorded: nothing for a new one; for one resumed, the attempts
+        and usage of the calls it made before (their images are kept, so their cost is too)."""
+        used = row.usage or {}
+        return cls(
+            attempts=[
+                Attempt(
+                    number=int(a["number"]),
+                    started_at=dt.datetime.fromisoformat(a["started_at"]),
+                    duration_ms=float(a["duration_ms"]),
+                    error=a.get("error"),
+                    status_code=a.get("status_code"),
+                )
+                for a in row.attempt_log or []
+            ],
+            usage=Usage(
+                int(used.get("prompt_tokens", 0)),
+                int(used.get("output_tokens", 0)),
+                int(used.get("total_tokens", 0)),
+            ),
+        )
+
+    def columns(self) -> dict[str, Any]:
+        """The step run's columns that record them."""
+        return {
+            "attempts": len(self.attempts),
+            "attempt_log": self.log(),
+            "usage": dataclasses.asdict(self.usage),
+        }
 
     def log(self) -> list[dict[str, Any]]:
         return [
@@ -173,7 +205,7 @@ class Runner:
         self, spec: StepSpec, row: StepRun, outputs: list[StepOutput]
     ) -> StepOutput:
         started = row.started_at or utcnow()
-        tally = _Tally(attempts=[], usage=Usage(0, 0, 0))
+        tally = _Tally.of(row)
         try:
             # A condition, a loop and what the step needs are decided before anything is sent.
             context = self.context(outputs)
@@ -228,9 +260,7 @@ class Runner:
                 error=exc.message,
                 started_at=started,
                 finished_at=utcnow(),
-                attempts=len(tally.attempts),
-                attempt_log=tally.log(),
-                usage=dataclasses.asdict(tally.usage),
+                **tally.columns(),
             )
             if isinstance(exc, StepFailed):
                 raise
@@ -400,7 +430,9 @@ class Runner:
         texts: list[str] = []
 
         async def write_ledger(session: AsyncSession) -> None:
-            values = ledger.values()
+            # The attempts so far go with each image: a step cut short and resumed still
+            # counts the calls that brought the images it keeps.
+            values = ledger.values() | tally.columns()
             if finish is not None and (closing := finish(texts)) is not None:
                 values |= closing
             await runs_db.update_step(session, row.id, values)
@@ -540,9 +572,7 @@ def _success(output: StepOutput, tally: _Tally) -> dict[str, Any]:
         "text": output.text,
         "json_output": output.json,
         "finished_at": utcnow(),
-        "attempts": len(tally.attempts),
-        "attempt_log": tally.log(),
-        "usage": dataclasses.asdict(tally.usage),
+        **tally.columns(),
     }
 
 
