@@ -18,7 +18,14 @@ from cog.testing.gemini_server import GeminiTestServer
 from tests.conftest import free_port, pg_url
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, Cog, Watch, start_cog
 from tests.e2e.cli import COMMAND, Cli, CliServer
-from tests.e2e.processes import LATENCY_MS, STALE_AFTER_S, Proc, Server, stop_process
+from tests.e2e.processes import (
+    LATENCY_MS,
+    STALE_AFTER_S,
+    START_WITHIN_S,
+    Proc,
+    Server,
+    stop_process,
+)
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +114,7 @@ def serve(
             )
         server = Server(proc, log, f"http://127.0.0.1:{port}", env)
         started.append(server)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + START_WITHIN_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"cog serve exited with {proc.returncode}:\n{server.output()}")
@@ -117,7 +124,7 @@ def serve(
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
-        pytest.fail(f"cog serve did not answer within 20 s:\n{server.output()}")
+        pytest.fail(f"cog serve did not answer within {START_WITHIN_S} s:\n{server.output()}")
 
     try:
         yield start
@@ -219,7 +226,7 @@ def cog_serve(cli: Cli) -> Iterator[Callable[..., CliServer]]:
             )
         server = CliServer(proc, f"http://{host}:{port}", log)
         started.append(server)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + START_WITHIN_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"cog serve exited with {proc.returncode}:\n{server.output()}")
@@ -228,7 +235,7 @@ def cog_serve(cli: Cli) -> Iterator[Callable[..., CliServer]]:
                 return server
             except httpx.TransportError:
                 time.sleep(0.1)
-        pytest.fail(f"cog serve did not answer within 20 s:\n{server.output()}")
+        pytest.fail(f"cog serve did not answer within {START_WITHIN_S} s:\n{server.output()}")
 
     try:
         yield start

@@ -23,6 +23,9 @@ from cog.db.session import make_engine
 # Every call to the fake Gemini server of `gemini_url` takes this long.
 LATENCY_MS = 400
 STALE_AFTER_S = 1.5
+# How long a `cog serve` or `cog worker` may take to answer once started: a cold start (imports,
+# a fresh database's migrations) on a busy machine running the other tests can take a while.
+START_WITHIN_S = 60
 
 
 @dataclass

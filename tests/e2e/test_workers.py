@@ -29,6 +29,7 @@ from cog.testing.tcp_proxy import TcpProxy
 from tests.conftest import free_port, pg_url
 from tests.e2e.processes import (
     STALE_AFTER_S,
+    START_WITHIN_S,
     Proc,
     Server,
     assert_each_image_once,
@@ -115,7 +116,7 @@ def serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
         )
     server = Server(proc, log, f"http://127.0.0.1:{port}", env)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + START_WITHIN_S
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"cog serve exited with {proc.returncode}:\n{server.output()}")
@@ -125,7 +126,8 @@ def serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"cog serve did not answer within 20 s:\n{server.output()}")
+                said = server.output()
+                pytest.fail(f"cog serve did not answer within {START_WITHIN_S} s:\n{said}")
             time.sleep(0.05)
         yield server
     finally:
@@ -150,12 +152,13 @@ def workers(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[..., Worke
             )
         worker = Worker(proc, log)
         started.append(worker)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + START_WITHIN_S
         while "started (concurrency" not in worker.output():
             if proc.poll() is not None:
                 pytest.fail(f"cog worker exited with {proc.returncode}:\n{worker.output()}")
             if time.monotonic() > deadline:
-                pytest.fail(f"cog worker did not start within 20 s:\n{worker.output()}")
+                said = worker.output()
+                pytest.fail(f"cog worker did not start within {START_WITHIN_S} s:\n{said}")
             time.sleep(0.05)
         return worker
 
