@@ -426,9 +426,12 @@
       setMode(false);
     });
 
+    // The filter the gallery shows: its series, and its tag when it shows one.
+    const shown = () => (tag ? { series_id: seriesId, tag } : { series_id: seriesId });
+
     // What the API is told: the ids, or the filter the gallery shows.
     function selection() {
-      if (everything) return { filter: tag ? { series_id: seriesId, tag } : { series_id: seriesId } };
+      if (everything) return { filter: shown() };
       return { ids: Array.from(picked) };
     }
 
@@ -501,8 +504,7 @@
     });
 
     // What a batch is for: the ids, or the filter the gallery shows.
-    const chosenImages = () =>
-      everything ? (tag ? { series_id: seriesId, tag } : { series_id: seriesId }) : { image_ids: Array.from(picked) };
+    const chosenImages = () => (everything ? shown() : { image_ids: Array.from(picked) });
 
     function restyle(form) {
       const field = (name) => $(`[name=${name}]`, form).value;
