@@ -1,0 +1,69 @@
+"""Where images are decoded: threads of their own, a few at a time, at a lower CPU priority."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from cog.config import Settings
+from cog.services.images import DECODE_NICENESS, decoding
+
+
+def settings(tmp_path: Path, slots: int = 2) -> Settings:
+    return Settings(_env_file=None, data_dir=tmp_path, decode_concurrency=slots)  # type: ignore[call-arg]
+
+
+def niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own priority is Linux's")
+async def test_decoding_threads_yield_the_cpu_to_the_threads_answering_requests(
+    tmp_path: Path,
+) -> None:
+    ours = niceness()
+    theirs = await decoding(settings(tmp_path), niceness)
+    assert theirs == min(19, ours + DECODE_NICENESS)
+    assert niceness() == ours  # the event loop's thread keeps its priority
+
+
+async def test_no_more_images_decode_at_once_than_the_slots(tmp_path: Path) -> None:
+    running = peak = 0
+    lock = threading.Lock()
+
+    def work() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    await asyncio.gather(*(decoding(settings(tmp_path, slots=3), work) for _ in range(9)))
+    assert peak == 3
+
+
+async def test_a_cancelled_caller_waits_for_the_decoding_it_started(tmp_path: Path) -> None:
+    """The file the work reads is closed when the caller unwinds: not before the work ends."""
+    finished = threading.Event()
+
+    def work() -> None:
+        time.sleep(0.3)
+        finished.set()
+
+    async def caller() -> None:
+        await decoding(settings(tmp_path), work)
+
+    async with anyio.create_task_group() as group:  # how a request is cancelled
+        group.start_soon(caller)
+        await asyncio.sleep(0.05)
+        group.cancel_scope.cancel()
+    assert finished.is_set()
