@@ -291,6 +291,7 @@ class ImageOut(BaseModel):
     def of(cls, image: Image) -> ImageOut:
         # Built from a row the database typed already: nothing to validate, and galleries list
         # hundreds of images per request.
+        urls = f"/api/images/{image.id}/"
         return cls.model_construct(
             id=image.id,
             series_id=image.series_id,
@@ -311,9 +312,9 @@ class ImageOut(BaseModel):
             tags=list(image.tags or []),
             created_at=image.created_at,
             version=image.version,
-            file_url=f"/api/images/{image.id}/file",
-            thumbnail_url=f"/api/images/{image.id}/thumbnail",
-            versions_url=f"/api/images/{image.id}/versions",
+            file_url=urls + "file",
+            thumbnail_url=urls + "thumbnail",
+            versions_url=urls + "versions",
         )
 
 
