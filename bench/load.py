@@ -4,7 +4,7 @@ for 30 s while images are uploaded and a job runs.
     uv run python -m bench.load                         # 50 clients, 30 s, SQLite
     uv run python -m bench.load --database postgres     # on a throwaway PostgreSQL database
     uv run python -m bench.load --quick                 # a few seconds, to try the script
-    uv run python -m bench.load --workers 2             # `cog serve --workers 2`
+    uv run python -m bench.load --workers 2             # only `cog serve --workers 2`
 
 The script seeds a data dir with a few series holding N image rows between them (Cog's own
 models, a small real PNG behind each, and the thumbnail an upload would have stored: those are
@@ -25,6 +25,10 @@ series, waits for it to end (polling `GET /api/runs/{id}`) and starts the next o
 the runs make land at the top of a gallery being paged; their thumbnails are made on first
 request (as Cog does for generated images), and those first requests are counted apart
 (`thumbnail_first`).
+
+It does so for each `--workers` count in turn (by default 1, then one process per CPU), with a
+fresh data dir and server each time, so one run shows side by side what a single process holds
+and what the machine's CPUs do.
 
 The load comes in two phases of `--seconds` each, against the same server:
 
@@ -120,7 +124,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=int, default=300, help="the fake Gemini's latency")
     parser.add_argument("--steps", type=int, default=2, help="image steps in the job")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--workers", type=int, default=1, help="`cog serve --workers`")
+    parser.add_argument(
+        "--workers",
+        default=",".join(str(n) for n in sorted({1, os.cpu_count() or 1})),
+        help="`cog serve --workers`, a comma-separated list: each count is measured in turn "
+        "(default: 1, and one per CPU)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the clients' choices")
     parser.add_argument(
         "--quick",
@@ -134,6 +143,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pg-user", default=os.environ.get("COG_TEST_PG_USER", "postgres"))
     args = parser.parse_args(argv)
     args.phases = [name.strip() for name in args.phases.split(",") if name.strip()]
+    try:
+        args.workers = [int(n) for n in args.workers.split(",") if n.strip()]
+    except ValueError:
+        args.workers = []
+    if not args.workers or min(args.workers) < 1:
+        parser.error("--workers: a comma-separated list of process counts, such as 1,2")
     if not args.phases or set(args.phases) - set(PHASES):
         parser.error(f"--phases: a comma-separated list of {', '.join(PHASES)}")
     if args.quick:
@@ -626,7 +641,7 @@ async def load_phase(
 
 
 async def bench(
-    args: argparse.Namespace, database_url: str, root: Path, files: list[bytes]
+    args: argparse.Namespace, workers: int, database_url: str, root: Path, files: list[bytes]
 ) -> dict[str, Any]:
     data_dir = root / "data"
     settings = Settings(
@@ -665,11 +680,10 @@ async def bench(
             "COG_GEMINI_BASE_URL": gemini_url,
             "GOOGLE_API_KEY": "test",
         }
-        server = start_server(env, root, args.workers)
+        server = start_server(env, root, workers)
         try:
-            processes = f" ({args.workers} processes)" if args.workers > 1 else ""
             console.print(
-                f"`cog serve` on {server.base_url}{processes}; all along, an upload every "
+                f"`cog serve --workers {workers}` on {server.base_url}; all along, an upload every "
                 f"{args.upload_every:g} s and runs of {args.steps} image steps "
                 f"(Gemini latency {args.latency_ms} ms) …"
             )
@@ -694,20 +708,35 @@ def targets(phase: dict[str, Any]) -> dict[str, bool]:
     }
 
 
+def processes_text(workers: str | int) -> str:
+    return f"{workers} process" + ("es" if int(workers) > 1 else "")
+
+
 def report(figures: dict[str, Any]) -> None:
-    for name, phase in figures["phases"].items():
-        report_phase(name, phase, figures["params"])
-    for line in figures["server"]["log_problems"]:
-        console.print(f"  server log: {line}", markup=False, soft_wrap=True)
+    for workers, measured in figures["processes"].items():
+        for name, phase in measured["phases"].items():
+            report_phase(f"{processes_text(workers)}, {name}", phase, figures["params"])
+        for line in measured["server"]["log_problems"]:
+            console.print(f"  server log: {line}", markup=False, soft_wrap=True)
     verdict = {True: "[green]met[/green]", False: "[red]not met[/red]"}
-    for name, phase in figures["phases"].items():
-        met = phase["targets"]
-        page_p99 = phase["kinds"]["page"]["p99_ms"]
-        console.print(
-            f"{name}: target zero errors {verdict[met['zero_errors']]} ({phase['errors']}); "
-            f"target p99 of a gallery page under {PAGE_TARGET_MS:.0f} ms "
-            f"{verdict[met['page_p99_under_100ms']]} ({page_p99} ms)"
-        )
+    for workers, measured in figures["processes"].items():
+        for name, phase in measured["phases"].items():
+            met = phase["targets"]
+            page_p99 = phase["kinds"]["page"]["p99_ms"]
+            console.print(
+                f"{processes_text(workers)}, {name}: target zero errors "
+                f"{verdict[met['zero_errors']]} ({phase['errors']}); target p99 of a gallery "
+                f"page under {PAGE_TARGET_MS:.0f} ms {verdict[met['page_p99_under_100ms']]} "
+                f"({page_p99} ms)"
+            )
+    summary = {
+        f"{processes_text(workers)}, {name}": f"{phase['rps']:.0f} req/s, page p99 "
+        f"{phase['kinds']['page']['p99_ms']} ms"
+        for workers, measured in figures["processes"].items()
+        for name, phase in measured["phases"].items()
+    }
+    if len(figures["processes"]) > 1:
+        console.print("side by side: " + "; ".join(f"{k}: {v}" for k, v in summary.items()))
 
 
 def report_phase(name: str, figures: dict[str, Any], params: dict[str, Any]) -> None:
@@ -778,16 +807,18 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     # A pool of distinct uploads, made before any clock starts; they are sent in turn.
     files = [noise_png(int(args.upload_mb * MB)) for _ in range(8)]
-    with tempfile.TemporaryDirectory(prefix="cog-bench-load-") as tmp:
-        root = Path(tmp)
-        if args.database == "postgres":
-            async with throwaway_postgres(
-                args.pg_host, args.pg_port, args.pg_user, "cog_bench_load"
-            ) as url:
-                result = await bench(args, url, root, files)
-        else:
-            url = f"sqlite+aiosqlite:///{root / 'data' / 'cog.db'}"
-            result = await bench(args, url, root, files)
+    processes: dict[str, Any] = {}
+    for workers in args.workers:  # each on data of its own, seeded alike
+        with tempfile.TemporaryDirectory(prefix="cog-bench-load-") as tmp:
+            root = Path(tmp)
+            if args.database == "postgres":
+                async with throwaway_postgres(
+                    args.pg_host, args.pg_port, args.pg_user, "cog_bench_load"
+                ) as url:
+                    processes[str(workers)] = await bench(args, workers, url, root, files)
+            else:
+                url = f"sqlite+aiosqlite:///{root / 'data' / 'cog.db'}"
+                processes[str(workers)] = await bench(args, workers, url, root, files)
     figures: dict[str, Any] = {
         "params": {
             "database": args.database,
@@ -809,14 +840,20 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             "python": sys.version.split()[0],
             "cpus": os.cpu_count(),
         },
-        **result,
+        "processes": processes,
     }
-    phases = figures["phases"].values()
     figures["targets"] = {
-        "zero_errors": all(phase["targets"]["zero_errors"] for phase in phases),
+        "zero_errors": all(
+            phase["targets"]["zero_errors"]
+            for measured in processes.values()
+            for phase in measured["phases"].values()
+        ),
         "page_p99_under_100ms": {
-            name: phase["targets"]["page_p99_under_100ms"]
-            for name, phase in figures["phases"].items()
+            workers: {
+                name: phase["targets"]["page_p99_under_100ms"]
+                for name, phase in measured["phases"].items()
+            }
+            for workers, measured in processes.items()
         },
     }
     report(figures)
