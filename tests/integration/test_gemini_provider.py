@@ -389,6 +389,9 @@ async def test_unreachable_server_is_retried_then_reported() -> None:
         await gemini.aclose()
     assert caught.value.retryable is True
     assert [a.status_code for a in caught.value.extra["attempts"]] == [None, None]
+    # Where it tried and why it failed, in words: no transport's object dumps.
+    assert "127.0.0.1:" in caught.value.message
+    assert "object at 0x" not in caught.value.message
 
 
 async def test_random_faults_are_ridden_out_by_retries(server: GeminiTestServer) -> None:

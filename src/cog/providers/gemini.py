@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 import httpx2
 from google import genai
@@ -43,8 +44,11 @@ _REFUSALS = {
 # NO_IMAGE is no refusal of the prompt but ends the same way: no image, and retrying the same
 # request is unlikely to help.
 _NO_IMAGE = "NO_IMAGE"
-_TRANSPORT_ERRORS = (httpx.TransportError, httpx2.TransportError)
-_TIMEOUTS = (httpx.TimeoutException, httpx2.TimeoutException)
+# The SDK's async calls go through aiohttp when it is installed (a dependency of Cog's), else
+# through httpx; whichever carries them, their failures are told apart the same way. aiohttp's
+# timeouts are `TimeoutError`s (some also `ClientError`s): they are caught first.
+_TRANSPORT_ERRORS = (aiohttp.ClientError, httpx.TransportError, httpx2.TransportError)
+_TIMEOUTS = (TimeoutError, httpx.TimeoutException, httpx2.TimeoutException)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
@@ -282,11 +286,7 @@ class GeminiProvider:
                     status_code=None,
                 ) from exc
             except _TRANSPORT_ERRORS as exc:
-                raise ProviderError(
-                    f"Could not reach Gemini ({type(exc).__name__}: {exc})",
-                    retryable=True,
-                    status_code=None,
-                ) from exc
+                raise ProviderError(_unreachable(exc), retryable=True, status_code=None) from exc
             # Interpreting the answer inside the retried call puts its failure (a safety
             # block, a missing image) on the attempt that got it.
             return read(response), _usage(response)
@@ -319,6 +319,13 @@ def _api_error(exc: errors.APIError, model_id: str) -> ProviderError:
         detail=detail,
         retry_after_s=_retry_delay_s(exc.details),
     )
+
+
+def _unreachable(exc: Exception) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):  # its own text names the TLS context object
+        reason = exc.os_error.strerror or str(exc.os_error)
+        return f"Could not reach Gemini at {exc.host}:{exc.port} ({reason})"
+    return f"Could not reach Gemini ({type(exc).__name__}: {exc})"
 
 
 def _exhausted(exc: ProviderError, tries: int) -> str:
