@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -241,12 +241,32 @@ async def heartbeat(
     return ours, bool(row.cancel_requested)
 
 
-async def stale(session: AsyncSession, older_than: dt.datetime) -> list[JobRun]:
-    """Runs marked running whose executor has stopped saying so."""
+async def hold(session: AsyncSession, run_id: uuid.UUID, worker: str) -> bool:
+    """In the caller's transaction: answers whether `worker` still holds the running run, and
+    renews its heartbeat if so. The row stays locked to the end of the transaction (on
+    PostgreSQL; SQLite's write lock does the same), so no one takes the run in between."""
+    result = await session.execute(
+        sa.update(JobRun)
+        .where(
+            JobRun.id == run_id,
+            JobRun.claimed_by == worker,
+            JobRun.status == RunStatus.running,
+        )
+        .values(heartbeat_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def stale(
+    session: AsyncSession, older_than: dt.datetime, *, alive: Collection[uuid.UUID] = ()
+) -> list[JobRun]:
+    """Runs marked running whose executor has stopped saying so, but for those the caller
+    knows are `alive` (its own, in flight: their heartbeat may only be late)."""
     rows = await session.execute(
         sa.select(JobRun).where(
             JobRun.status == RunStatus.running,
             sa.or_(JobRun.heartbeat_at.is_(None), JobRun.heartbeat_at < older_than),
+            JobRun.id.not_in(alive),
         )
     )
     return list(rows.scalars())

@@ -20,7 +20,7 @@ from cog.db import runs as runs_db
 from cog.db.session import unreachable
 from cog.domain import RunStatus
 from cog.engine.recovery import recover_stale_runs
-from cog.engine.runner import Runner, RunnerDeps, finish_run, mark_cancelled
+from cog.engine.runner import Runner, RunnerDeps, finish_run, mark_cancelled, taken_over
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ class RunExecutor:
     @property
     def running(self) -> int:
         return len(self._tasks)
+
+    def in_flight(self) -> set[uuid.UUID]:
+        """The runs this executor is executing now."""
+        return set(self._tasks)
 
     async def stop(self) -> None:
         """Stop every run in flight; each goes back to the queue and resumes later."""
@@ -84,7 +88,7 @@ class RunExecutor:
         assert me is not None
         beat = asyncio.create_task(self._heartbeat(run_id, me))
         try:
-            return await Runner(self.deps, run_id).execute()
+            return await Runner(self.deps, run_id, claim=self.name).execute()
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._after_cancel(run_id))
@@ -93,6 +97,11 @@ class RunExecutor:
             me.uncancel()  # a cancel of this run, asked for and done: not a cancel of the caller
             return RunStatus.cancelled
         except Exception as exc:
+            if taken_over(exc):
+                # Its heartbeat lapsed and the run went back to the queue: whoever claims it
+                # resumes it from what was committed. Nothing more is written from here.
+                log.warning("run %s was taken from this executor; it resumes elsewhere", run_id)
+                return None
             if (lost := unreachable(exc)) is not None:
                 # Not the run's fault: it resumes from its last finished step once the
                 # database is back, here or in another process.
@@ -217,6 +226,7 @@ class EmbeddedExecutor(RunExecutor):
                         self.deps.sessions,
                         stale_after_s=self.stale_after_s,
                         max_attempts=self.max_attempts,
+                        alive=self.in_flight(),
                     )
                     recovered_at = clock()
                 await self._fill()

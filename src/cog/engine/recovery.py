@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
+from collections.abc import Collection
 
 import sqlalchemy as sa
 
@@ -23,14 +25,20 @@ log = logging.getLogger(__name__)
 
 
 async def recover_stale_runs(
-    sessions: SessionMaker, *, stale_after_s: float, max_attempts: int
+    sessions: SessionMaker,
+    *,
+    stale_after_s: float,
+    max_attempts: int,
+    alive: Collection[uuid.UUID] = (),
 ) -> tuple[list[str], list[str]]:
-    """Answers the ids of the runs requeued and of those failed."""
+    """Answers the ids of the runs requeued and of those failed. Runs `alive` are the caller's
+    own, in flight: a late heartbeat of theirs (a busy machine, a database slow to take a
+    write) is no reason to take them away from the process that is running them."""
     requeued: list[str] = []
     failed: list[str] = []
     async with sessions() as session:
         cutoff = utcnow() - dt.timedelta(seconds=stale_after_s)
-        for run in await runs_db.stale(session, cutoff):
+        for run in await runs_db.stale(session, cutoff, alive=alive):
             if run.attempts >= max_attempts:
                 now = utcnow()
                 reason = (

@@ -63,6 +63,19 @@ class RunnerDeps:
     image_slots: asyncio.Semaphore
 
 
+class RunTakenOver(Exception):
+    """The run is no longer held by the executor running it here: its heartbeat lapsed (a
+    stalled process, a database that would not take a write) and it went back to the queue, to
+    be resumed by whoever claims it. What this runner was about to write is dropped."""
+
+
+def taken_over(exc: BaseException) -> bool:
+    """Whether `exc` is, or holds (from the tasks of a step), a `RunTakenOver`."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(RunTakenOver) is not None
+    return isinstance(exc, RunTakenOver)
+
+
 class StepFailed(Exception):
     def __init__(self, message: str, attempts: list[Attempt] | None = None) -> None:
         super().__init__(message)
@@ -133,20 +146,30 @@ class _Tally:
 
 
 class Runner:
-    def __init__(self, deps: RunnerDeps, run_id: uuid.UUID) -> None:
+    """Executes the run `run_id`. With a `claim` (the name it was claimed under), every write
+    first checks in the same transaction that the run is still held under it, and raises
+    `RunTakenOver` if not: a runner that lost its run never writes over the one resuming it."""
+
+    def __init__(self, deps: RunnerDeps, run_id: uuid.UUID, claim: str | None = None) -> None:
         self.deps = deps
         self.run_id = run_id
+        self.claim = claim
 
     # --- writes -------------------------------------------------------------------------------
 
+    async def _hold(self, session: AsyncSession) -> None:
+        if self.claim is not None and not await runs_db.hold(session, self.run_id, self.claim):
+            raise RunTakenOver(f"run {self.run_id} is no longer held by {self.claim}")
+
     async def _update_step(self, step_id: uuid.UUID, **values: Any) -> None:
         async with self.deps.sessions() as session:
+            await self._hold(session)
             await runs_db.update_step(session, step_id, values)
             await session.commit()
         self.deps.notify(self.run_id)
 
     async def _finish_run(self, status: RunStatus, error: str | None = None) -> None:
-        await finish_run(self.deps, self.run_id, status, error)
+        await finish_run(self.deps, self.run_id, status, error, claim=self.claim)
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -435,6 +458,7 @@ class Runner:
             values = ledger.values() | tally.columns()
             if finish is not None and (closing := finish(texts)) is not None:
                 values |= closing
+            await self._hold(session)
             await runs_db.update_step(session, row.id, values)
 
         commits = ImageCommits(self.deps.sessions, self.deps.store, then=write_ledger)
@@ -577,19 +601,28 @@ def _success(output: StepOutput, tally: _Tally) -> dict[str, Any]:
 
 
 async def finish_run(
-    deps: RunnerDeps, run_id: uuid.UUID, status: RunStatus, error: str | None = None
+    deps: RunnerDeps,
+    run_id: uuid.UUID,
+    status: RunStatus,
+    error: str | None = None,
+    *,
+    claim: str | None = None,
 ) -> None:
     """End a run; steps that never started are cancelled (on a cancel) or skipped. A run of a
-    batch settles its batch in the same transaction (it may have been the last one)."""
+    batch settles its batch in the same transaction (it may have been the last one). With a
+    `claim`, only while the run is held under it (else `RunTakenOver`, nothing written)."""
     async with deps.sessions() as session:
         batch_id = await runs_db.batch_of(session, run_id)
         if batch_id is not None:
             await batches_db.lock(session, batch_id)
-        await session.execute(
-            sa.update(JobRun)
-            .where(JobRun.id == run_id)
-            .values(status=status, error=error, finished_at=utcnow(), claimed_by=None)
+        ending = sa.update(JobRun).where(JobRun.id == run_id)
+        if claim is not None:
+            ending = ending.where(JobRun.claimed_by == claim, JobRun.status == RunStatus.running)
+        ended = await session.execute(
+            ending.values(status=status, error=error, finished_at=utcnow(), claimed_by=None)
         )
+        if claim is not None and not ended.rowcount:  # type: ignore[attr-defined]
+            raise RunTakenOver(f"run {run_id} is no longer held by {claim}")
         leftover = StepStatus.cancelled if status is RunStatus.cancelled else StepStatus.skipped
         await session.execute(
             sa.update(StepRun)

@@ -199,6 +199,7 @@ class QueueWorker:
             self.runtime.sessions,
             stale_after_s=settings.run_stale_after_s,
             max_attempts=settings.run_max_attempts,
+            alive=self.executor.in_flight(),
         )
         async with self.runtime.sessions() as session:
             lost = await queue_db.requeue_orphans(

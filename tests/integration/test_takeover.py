@@ -1,0 +1,156 @@
+"""A run taken from the executor running it: its heartbeat lapsed (a stalled process, a
+database that would not take a write for a while), stale-run recovery put it back in the queue
+and another executor claimed it. The first one may still be working; whatever it finishes after
+that is dropped, so the run's record is the one executor's that holds it: no image made twice,
+no attempt lost from the log, no step written over."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from cog.config import Settings
+from cog.db import runs as runs_db
+from cog.db.base import utcnow
+from cog.db.models import Image, JobRun
+from cog.domain import RunStatus, StepStatus
+from cog.engine.recovery import recover_stale_runs
+from cog.engine.runner import Runner, taken_over
+from cog.runtime import Runtime
+from cog.services import runs as runs_service
+from cog.web.app import create_app
+from tests.api import make_job, put_steps
+from tests.conftest import open_client, stored_keys
+from tests.factories import make_series
+
+
+async def job_of_one_image_step(settings: Settings, count: int) -> uuid.UUID:
+    async for client in open_client(create_app(settings)):
+        series = await make_series(client, "Taken over")
+        job = await make_job(client, series["id"])
+        steps = [{"kind": "image", "prompt": "{{ base_prompt }}", "config": {"count": count}}]
+        assert (await put_steps(client, job["id"], steps)).status_code == 200
+        return uuid.UUID(job["id"])
+    raise AssertionError("the app did not start")
+
+
+async def claimed_run(cog: Runtime, job_id: uuid.UUID, holder: str) -> uuid.UUID:
+    async with cog.sessions() as session:
+        run = await runs_service.start(session, job_id)
+        run_id = run.id
+        assert await runs_db.claim(session, run_id, holder, batch_limit=2)
+    return run_id
+
+
+async def take_over(cog: Runtime, run_id: uuid.UUID, old: str, new: str) -> None:
+    """What recovery in another process and that process's next claim do."""
+    async with cog.sessions() as session:
+        assert await runs_db.release(session, run_id, old)
+        assert await runs_db.claim(session, run_id, new, batch_limit=2)
+
+
+async def step_status(cog: Runtime, run_id: uuid.UUID) -> str:
+    async with cog.sessions() as session:
+        (step,) = await runs_db.step_runs(session, run_id)
+        return str(step.status)
+
+
+async def image_ids(cog: Runtime) -> list[uuid.UUID]:
+    async with cog.sessions() as session:
+        return list((await session.scalars(sa.select(Image.id))).all())
+
+
+async def test_images_finished_after_a_takeover_are_dropped_and_made_by_the_new_holder(
+    gemini_settings: Settings, gemini: Any, tmp_path: Path
+) -> None:
+    job_id = await job_of_one_image_step(gemini_settings, count=2)
+    cog = Runtime.build(gemini_settings)
+    try:
+        deps = cog.runner_deps()
+        run_id = await claimed_run(cog, job_id, "old")
+        gemini.latency_s = 1.0
+        first = asyncio.create_task(Runner(deps, run_id, claim="old").execute())
+        while await step_status(cog, run_id) != StepStatus.running:
+            assert not first.done(), first.result()
+            await asyncio.sleep(0.02)
+        await take_over(cog, run_id, "old", "new")
+
+        with pytest.raises(BaseException) as raised:
+            await first  # its two images arrive after the takeover
+        assert taken_over(raised.value), raised.value
+        assert await image_ids(cog) == []
+        assert stored_keys(tmp_path / "storage") == []
+        async with cog.sessions() as session:
+            run = await session.get(JobRun, run_id)
+            assert run is not None
+            assert (run.status, run.claimed_by) == (RunStatus.running, "new")
+            (step,) = await runs_db.step_runs(session, run_id)
+            assert step.status == StepStatus.pending
+            assert (step.image_ids, step.attempt_log) == ([], [])
+
+        gemini.latency_s = 0.0
+        assert await Runner(deps, run_id, claim="new").execute() is RunStatus.succeeded
+        async with cog.sessions() as session:
+            run = await session.get(JobRun, run_id)
+            assert run is not None
+            assert (run.status, run.claimed_by) == (RunStatus.succeeded, None)
+            (step,) = await runs_db.step_runs(session, run_id)
+        made = await image_ids(cog)
+        assert sorted(step.image_ids) == sorted(str(i) for i in made)
+        assert len(made) == 2
+        assert [a["error"] for a in step.attempt_log] == [None, None]
+        files = [k for k in stored_keys(tmp_path / "storage") if k.startswith("images/")]
+        assert sorted(f.split("/")[-1].split(".")[0] for f in files) == sorted(step.image_ids)
+    finally:
+        await cog.stop()
+
+
+async def test_a_runner_that_lost_its_run_does_not_end_it(
+    gemini_settings: Settings, gemini: Any
+) -> None:
+    job_id = await job_of_one_image_step(gemini_settings, count=1)
+    cog = Runtime.build(gemini_settings)
+    try:
+        run_id = await claimed_run(cog, job_id, "old")
+        await take_over(cog, run_id, "old", "new")
+        with pytest.raises(BaseException) as raised:
+            await Runner(cog.runner_deps(), run_id, claim="old").execute()
+        assert taken_over(raised.value), raised.value
+        async with cog.sessions() as session:
+            run = await session.get(JobRun, run_id)
+            assert run is not None
+            assert (run.status, run.claimed_by, run.error) == (RunStatus.running, "new", None)
+            assert await step_status(cog, run_id) == StepStatus.pending
+        assert gemini.requests == []  # it stopped at its first write, before any call
+    finally:
+        await cog.stop()
+
+
+async def test_recovery_leaves_the_runs_its_own_process_is_running(
+    gemini_settings: Settings,
+) -> None:
+    job_id = await job_of_one_image_step(gemini_settings, count=1)
+    cog = Runtime.build(gemini_settings)
+    try:
+        mine = await claimed_run(cog, job_id, "here")
+        gone = await claimed_run(cog, job_id, "gone")
+        async with cog.sessions() as session:
+            late = utcnow() - dt.timedelta(seconds=60)
+            await session.execute(sa.update(JobRun).values(heartbeat_at=late))
+            await session.commit()
+        requeued, failed = await recover_stale_runs(
+            cog.sessions, stale_after_s=2.0, max_attempts=3, alive={mine}
+        )
+        assert (requeued, failed) == ([str(gone)], [])
+        async with cog.sessions() as session:
+            kept = await session.get(JobRun, mine)
+            assert kept is not None
+            assert (kept.status, kept.claimed_by) == (RunStatus.running, "here")
+    finally:
+        await cog.stop()
