@@ -122,6 +122,7 @@ async def page_of_job(
 
 
 _STEP_RUNS = cast(sa.Table, StepRun.__table__)
+_JOB_RUNS = cast(sa.Table, JobRun.__table__)
 # The columns to set come from execute's parameters, so this one statement serves every write
 # (compiled once per set of columns): building `.values(...)` anew for each write cost more
 # than running it.
@@ -241,19 +242,23 @@ async def heartbeat(
     return ours, bool(row.cancel_requested)
 
 
+# Built once, as `_UPDATE_STEP` is: it runs with every write of a step.
+_HOLD = (
+    sa.update(_JOB_RUNS)
+    .where(
+        _JOB_RUNS.c.id == sa.bindparam("run_id"),
+        _JOB_RUNS.c.claimed_by == sa.bindparam("worker"),
+        _JOB_RUNS.c.status == RunStatus.running,
+    )
+    .values(heartbeat_at=sa.bindparam("now"))
+)
+
+
 async def hold(session: AsyncSession, run_id: uuid.UUID, worker: str) -> bool:
     """In the caller's transaction: answers whether `worker` still holds the running run, and
     renews its heartbeat if so. The row stays locked to the end of the transaction (on
     PostgreSQL; SQLite's write lock does the same), so no one takes the run in between."""
-    result = await session.execute(
-        sa.update(JobRun)
-        .where(
-            JobRun.id == run_id,
-            JobRun.claimed_by == worker,
-            JobRun.status == RunStatus.running,
-        )
-        .values(heartbeat_at=utcnow())
-    )
+    result = await session.execute(_HOLD, {"run_id": run_id, "worker": worker, "now": utcnow()})
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
