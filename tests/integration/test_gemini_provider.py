@@ -25,6 +25,7 @@ from cog.providers.gemini import GeminiProvider
 from cog.providers.preview import PreviewProvider
 from cog.providers.retry import RetryPolicy
 from cog.testing.gemini_server import GeminiTestServer
+from cog.testing.tcp_proxy import TcpProxy
 
 TEXT_MODEL = "gemini-3.5-flash"
 IMAGE_MODEL = "gemini-3-pro-image"
@@ -392,6 +393,24 @@ async def test_unreachable_server_is_retried_then_reported() -> None:
     # Where it tried and why it failed, in words: no transport's object dumps.
     assert "127.0.0.1:" in caught.value.message
     assert "object at 0x" not in caught.value.message
+
+
+async def test_a_proxy_named_in_the_environment_carries_the_calls(
+    server: GeminiTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The host name resolves nowhere: only the proxy can get the call to the server.
+    with TcpProxy("127.0.0.1", server.port) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        gemini = GeminiProvider(base_url="http://gemini.invalid", retry=FAST)
+        try:
+            result = await gemini.generate_text(prompt="through the proxy")
+        finally:
+            await gemini.aclose()
+        assert proxy.connections == 1
+    assert result.text == "Fake answer from gemini-3.5-flash: through the proxy"
+    assert server.requests[-1].headers["host"] == "gemini.invalid"
 
 
 async def test_random_faults_are_ridden_out_by_retries(server: GeminiTestServer) -> None:

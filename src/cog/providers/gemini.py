@@ -6,8 +6,10 @@ recorded. SDK and transport errors become `ProviderError`s whose messages a pers
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -49,6 +51,8 @@ _NO_IMAGE = "NO_IMAGE"
 # timeouts are `TimeoutError`s (some also `ClientError`s): they are caught first.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, httpx.TransportError, httpx2.TransportError)
 _TIMEOUTS = (TimeoutError, httpx.TimeoutException, httpx2.TimeoutException)
+# An image answer is several MB of base64 in one JSON line: as the SDK's own session reads it.
+_READ_BUFFER = 2**22
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
@@ -107,7 +111,36 @@ class GeminiProvider:
                 f"Gemini is not configured: {exc} Set GEMINI_API_KEY (or GOOGLE_API_KEY), "
                 "or use COG_PROVIDER=preview."
             ) from exc
+        self._api_key = api_key
+        self._http_options = http_options
+        self._own_sessions: dict[asyncio.AbstractEventLoop, tuple[genai.Client, Any]] = {}
         self._closed = False
+
+    def _client_here(self) -> genai.Client:
+        """The client for the running event loop, on an aiohttp session of Cog's own.
+
+        The SDK's own session trusts the environment, so aiohttp looks for a proxy and reads
+        ~/.netrc on two trips through a thread pool for every request: about as much CPU as the
+        rest of the call, and wall time on each. Ours looks for a proxy only if the environment
+        names one, and never for netrc (the API key is the credential). Vertex AI keeps the
+        SDK's session, which carries its Google auth. An aiohttp session belongs to the loop it
+        was made on, hence one per loop."""
+        if self._client.vertexai:
+            return self._client
+        loop = asyncio.get_running_loop()
+        held = self._own_sessions.get(loop)
+        if held is None:
+            for other in [other for other in self._own_sessions if other.is_closed()]:
+                del self._own_sessions[other]  # its sockets went with its loop
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),  # the caller bounds concurrency
+                trust_env=bool(urllib.request.getproxies()),
+                read_bufsize=_READ_BUFFER,
+            )
+            options = self._http_options.model_copy(update={"aiohttp_client": session})
+            held = (genai.Client(api_key=self._api_key, http_options=options), session)
+            self._own_sessions[loop] = held
+        return held[0]
 
     async def generate_text(
         self,
@@ -253,6 +286,13 @@ class GeminiProvider:
         if self._closed:
             return
         self._closed = True
+        here = asyncio.get_running_loop()
+        for loop, (_, session) in list(self._own_sessions.items()):
+            if loop is here:
+                await session.close()
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(session.close(), loop)
+        self._own_sessions.clear()
         await self._client.aio.aclose()
         self._client.close()
 
@@ -274,7 +314,7 @@ class GeminiProvider:
 
         async def once() -> tuple[R, Usage]:
             try:
-                response = await self._client.aio.models.generate_content(
+                response = await self._client_here().aio.models.generate_content(
                     model=model_id, contents=contents, config=config
                 )
             except errors.APIError as exc:
