@@ -391,25 +391,26 @@ async def bench_database(
 
     per_step_zero = at_zero["wall_ms"] / args.steps
     overhead = per_step_zero - bare_zero
-    ratio = timed["wall_ms"] / ideal_ms if ideal_ms else float("nan")
+    # At L = 0 there is no ideal to compare with: the ratios are left out (null), not NaN.
+    ratio = timed["wall_ms"] / ideal_ms if ideal_ms else None
     floor_ms = args.steps * bare_at_l
     # The critical path of the fan-out job: the llm call, then the image calls in waves.
     fanout_ideal = latency_ms * (1 + math.ceil(args.fanout_items / settings.image_concurrency))
-    fanout_ratio = fanout["wall_ms"] / fanout_ideal if fanout_ideal else float("nan")
+    fanout_ratio = fanout["wall_ms"] / fanout_ideal if fanout_ideal else None
     return {
         "fanout_wall_ms": round(fanout["wall_ms"], 1),
         "fanout_walls_ms": fanout["walls_ms"],
         "fanout_ideal_ms": round(fanout_ideal, 1),
-        "fanout_ratio": round(fanout_ratio, 4),
-        "fanout_ratio_ok": fanout_ratio <= RATIO_TARGET,
+        "fanout_ratio": _rounded(fanout_ratio, 4),
+        "fanout_ratio_ok": fanout_ratio is not None and fanout_ratio <= RATIO_TARGET,
         "fanout_image_step_ms": round(fanout["step_ms"], 1),
         "fanout_between_steps_ms": round(fanout["gap_ms"], 1),
         "image_concurrency": settings.image_concurrency,
         "wall_ms": round(timed["wall_ms"], 1),
         "ideal_ms": round(ideal_ms, 1),
-        "ratio": round(ratio, 4),
+        "ratio": _rounded(ratio, 4),
         "overhead_ms_per_step": round(overhead, 2),
-        "ratio_ok": ratio <= RATIO_TARGET,
+        "ratio_ok": ratio is not None and ratio <= RATIO_TARGET,
         "overhead_ok": overhead < OVERHEAD_TARGET_MS,
         "walls_ms": timed["walls_ms"],
         "floor_ms": round(floor_ms, 1),
@@ -483,6 +484,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     table = Table(
         title=(
@@ -527,7 +532,9 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         if key is None:
             table.add_row(title, *("" for _ in results))
             continue
-        table.add_row(title, *(fmt.format(r[key]) for r in results.values()))
+        table.add_row(
+            title, *("-" if r[key] is None else fmt.format(r[key]) for r in results.values())
+        )
     console.print(table)
     console.print(
         "overhead per step = run wall time at L = 0 / K - median time of N concurrent bare "
