@@ -113,7 +113,9 @@ class GeminiProvider:
             ) from exc
         self._api_key = api_key
         self._http_options = http_options
-        self._own_sessions: dict[asyncio.AbstractEventLoop, tuple[genai.Client, Any]] = {}
+        self._own_sessions: dict[
+            asyncio.AbstractEventLoop, tuple[genai.Client, aiohttp.ClientSession]
+        ] = {}
         self._closed = False
 
     def _client_here(self) -> genai.Client:
