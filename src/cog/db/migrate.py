@@ -55,7 +55,11 @@ MIGRATION_LOCK_KEY = 0x0C06_0001
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Migrate; two processes doing it at once (two CLI commands on a fresh data dir, two
     `cog db upgrade`) take turns, and the second finds nothing left to do."""
+    with _file_lock(_lock_path(engine)):
+        await _upgrade(engine, revision)
 
+
+async def _upgrade(engine: AsyncEngine, revision: str) -> None:
     def run(connection: Connection) -> None:
         if connection.dialect.name == "postgresql":
             connection.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
@@ -63,11 +67,13 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 
+    async with engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+def _lock_path(engine: AsyncEngine) -> Path | None:
     database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
-    lock_path = Path(f"{database}.migrate-lock") if database and database != ":memory:" else None
-    with _file_lock(lock_path):
-        async with engine.begin() as conn:
-            await conn.run_sync(run)
+    return Path(f"{database}.migrate-lock") if database and database != ":memory:" else None
 
 
 @contextlib.contextmanager
@@ -88,13 +94,17 @@ def _file_lock(path: Path | None) -> Iterator[None]:
 
 async def ensure_schema(engine: AsyncEngine, *, auto_upgrade: bool) -> None:
     """Migrate the embedded database by itself; refuse to run on an old shared one."""
-    current = await current_revision(engine)
-    head = head_revision()
-    if current == head:
-        return
-    if auto_upgrade:
-        await upgrade(engine)
-        return
+    # Under the lock from the first connection on: a new SQLite file is switched to WAL by
+    # that connection, and SQLite answers "database is locked" at once, without waiting, to a
+    # second process switching it at the same moment.
+    with _file_lock(_lock_path(engine) if auto_upgrade else None):
+        current = await current_revision(engine)
+        head = head_revision()
+        if current == head:
+            return
+        if auto_upgrade:
+            await _upgrade(engine, "head")
+            return
     raise SchemaOutOfDate(
         f"The database schema is at revision {current or 'none (empty database)'}, "
         f"but this Cog needs {head}. Run `cog db upgrade` (or apply schema.sql to a new "
