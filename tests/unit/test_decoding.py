@@ -67,3 +67,17 @@ async def test_a_cancelled_caller_waits_for_the_decoding_it_started(tmp_path: Pa
         await asyncio.sleep(0.05)
         group.cancel_scope.cancel()
     assert finished.is_set()
+
+
+async def test_images_decode_on_no_more_threads_than_the_slots(tmp_path: Path) -> None:
+    """Each thread that decodes keeps memory of its own (its malloc arena) after the pixels are
+    freed: the threads, not only the decodings at once, are as many as the slots."""
+    threads: set[int] = set()
+
+    def work() -> None:
+        threads.add(threading.get_native_id())
+        time.sleep(0.001)
+
+    for _ in range(20):
+        await asyncio.gather(*(decoding(settings(tmp_path, slots=2), work) for _ in range(4)))
+    assert len(threads) == 2

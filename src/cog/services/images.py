@@ -106,9 +106,20 @@ def _lower_priority() -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
 
 
-_DECODERS = concurrent.futures.ThreadPoolExecutor(
-    thread_name_prefix="cog-decode", initializer=_lower_priority
-)
+# As many threads as slots, per size asked for. glibc gives each thread that allocates a
+# malloc arena of its own, and keeps what is freed in it for that thread: pixels decoded on
+# eight different threads, two at a time, leave eight arenas' worth of memory resident. With
+# one thread per slot, the memory the slots take is what the process keeps.
+_DECODERS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _decoders(size: int) -> concurrent.futures.ThreadPoolExecutor:
+    pool = _DECODERS.get(size)
+    if pool is None:
+        pool = _DECODERS[size] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=size, thread_name_prefix="cog-decode", initializer=_lower_priority
+        )
+    return pool
 
 
 async def decoding(settings: Settings, work: Callable[[], T]) -> T:
@@ -124,7 +135,7 @@ async def decoding(settings: Settings, work: Callable[[], T]) -> T:
             settings.decode_concurrency
         )
     async with limiter:
-        done = asyncio.wrap_future(_DECODERS.submit(work))
+        done = asyncio.wrap_future(_decoders(settings.decode_concurrency).submit(work))
         with anyio.CancelScope(shield=True):
             result = await done
     return result
