@@ -13,7 +13,6 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from cog.db import batches as batches_db
 from cog.db.base import utcnow
@@ -141,15 +140,36 @@ async def batch_of(session: AsyncSession, run_id: uuid.UUID) -> uuid.UUID | None
     return found
 
 
-def _running_in_batch() -> sa.ScalarSelect[int]:
-    """How many runs of the same batch as the run being updated are running."""
-    other = aliased(JobRun)
-    return (
-        sa.select(sa.func.count())
-        .select_from(other)
-        .where(other.batch_id == JobRun.batch_id, other.status == RunStatus.running)
-        .scalar_subquery()
+# Built once, as `_UPDATE_STEP` is: a claim starts every run. A run of a batch is claimed only
+# while fewer than `batch_limit` runs of its batch are running.
+_OTHER_RUNS = _JOB_RUNS.alias("other")
+_CLAIM = (
+    sa.update(_JOB_RUNS)
+    .where(
+        _JOB_RUNS.c.id == sa.bindparam("run_id"),
+        _JOB_RUNS.c.status == RunStatus.queued,
+        sa.or_(
+            _JOB_RUNS.c.batch_id.is_(None),
+            sa.select(sa.func.count())
+            .select_from(_OTHER_RUNS)
+            .where(
+                _OTHER_RUNS.c.batch_id == _JOB_RUNS.c.batch_id,
+                _OTHER_RUNS.c.status == RunStatus.running,
+            )
+            .scalar_subquery()
+            < sa.bindparam("batch_limit"),
+        ),
     )
+    .values(
+        status=RunStatus.running,
+        claimed_by=sa.bindparam("worker"),
+        heartbeat_at=sa.bindparam("now", type_=_JOB_RUNS.c.heartbeat_at.type),
+        started_at=sa.func.coalesce(
+            _JOB_RUNS.c.started_at, sa.bindparam("now", type_=_JOB_RUNS.c.started_at.type)
+        ),
+        attempts=_JOB_RUNS.c.attempts + 1,
+    )
+)
 
 
 async def claim(session: AsyncSession, run_id: uuid.UUID, worker: str, *, batch_limit: int) -> bool:
@@ -160,60 +180,59 @@ async def claim(session: AsyncSession, run_id: uuid.UUID, worker: str, *, batch_
     its running runs one after the other; on SQLite the update is one statement under the
     database's write lock."""
     await batches_db.lock_of_run(session, run_id)
-    now = utcnow()
     result = await session.execute(
-        sa.update(JobRun)
-        .where(
-            JobRun.id == run_id,
-            JobRun.status == RunStatus.queued,
-            sa.or_(JobRun.batch_id.is_(None), _running_in_batch() < batch_limit),
-        )
-        .values(
-            status=RunStatus.running,
-            claimed_by=worker,
-            heartbeat_at=now,
-            started_at=sa.func.coalesce(JobRun.started_at, now),
-            attempts=JobRun.attempts + 1,
-        )
+        _CLAIM,
+        {"run_id": run_id, "worker": worker, "now": utcnow(), "batch_limit": batch_limit},
     )
     await session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _queued() -> sa.Select[uuid.UUID]:
+    running = (
+        sa.select(_JOB_RUNS.c.batch_id, sa.func.count().label("n"))
+        .where(_JOB_RUNS.c.status == RunStatus.running, _JOB_RUNS.c.batch_id.is_not(None))
+        .group_by(_JOB_RUNS.c.batch_id)
+        .subquery("running")
+    )
+    waiting = (
+        sa.select(
+            _JOB_RUNS.c.id,
+            _JOB_RUNS.c.batch_id,
+            _JOB_RUNS.c.created_at,
+            sa.func.row_number()
+            .over(
+                partition_by=_JOB_RUNS.c.batch_id,
+                order_by=(_JOB_RUNS.c.created_at, _JOB_RUNS.c.id),
+            )
+            .label("place"),
+        )
+        .where(_JOB_RUNS.c.status == RunStatus.queued)
+        .subquery("waiting")
+    )
+    return (
+        sa.select(waiting.c.id)
+        .outerjoin(running, running.c.batch_id == waiting.c.batch_id)
+        .where(
+            sa.or_(
+                waiting.c.batch_id.is_(None),
+                waiting.c.place + sa.func.coalesce(running.c.n, 0) <= sa.bindparam("batch_limit"),
+            )
+        )
+        .order_by(waiting.c.created_at, waiting.c.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+
+
+# Built once: every executor looks for queued runs each time it has a free slot and is woken.
+_QUEUED = _queued()
 
 
 async def queued(session: AsyncSession, limit: int, *, batch_limit: int) -> list[uuid.UUID]:
     """The oldest queued runs an executor may claim now: a batch's runs only as many as it has
     free slots (`batch_limit` less its running runs), so a big batch never keeps the runs
     queued after it waiting."""
-    running = (
-        sa.select(JobRun.batch_id, sa.func.count().label("n"))
-        .where(JobRun.status == RunStatus.running, JobRun.batch_id.is_not(None))
-        .group_by(JobRun.batch_id)
-        .subquery("running")
-    )
-    waiting = (
-        sa.select(
-            JobRun.id,
-            JobRun.batch_id,
-            JobRun.created_at,
-            sa.func.row_number()
-            .over(partition_by=JobRun.batch_id, order_by=(JobRun.created_at, JobRun.id))
-            .label("place"),
-        )
-        .where(JobRun.status == RunStatus.queued)
-        .subquery("waiting")
-    )
-    rows = await session.execute(
-        sa.select(waiting.c.id)
-        .outerjoin(running, running.c.batch_id == waiting.c.batch_id)
-        .where(
-            sa.or_(
-                waiting.c.batch_id.is_(None),
-                waiting.c.place + sa.func.coalesce(running.c.n, 0) <= batch_limit,
-            )
-        )
-        .order_by(waiting.c.created_at, waiting.c.id)
-        .limit(limit)
-    )
+    rows = await session.execute(_QUEUED, {"limit": limit, "batch_limit": batch_limit})
     return list(rows.scalars())
 
 

@@ -63,12 +63,10 @@ async def with_ancestors(session: AsyncSession, ids: Sequence[uuid.UUID]) -> lis
     return list(rows.scalars())
 
 
-async def chain(session: AsyncSession, series_id: uuid.UUID) -> list[Series]:
-    """The series and every series above it, from the root down (empty when it does not
-    exist)."""
+def _chain() -> sa.Select[Series]:
     walk = (
         sa.select(Series.id, Series.parent_id, sa.literal(0).label("depth"))
-        .where(Series.id == series_id)
+        .where(Series.id == sa.bindparam("series_id"))
         .cte("walk", recursive=True)
     )
     walk = walk.union_all(
@@ -76,9 +74,17 @@ async def chain(session: AsyncSession, series_id: uuid.UUID) -> list[Series]:
             walk, Series.id == walk.c.parent_id
         )
     )
-    rows = await session.execute(
-        sa.select(Series).join(walk, Series.id == walk.c.id).order_by(walk.c.depth.desc())
-    )
+    return sa.select(Series).join(walk, Series.id == walk.c.id).order_by(walk.c.depth.desc())
+
+
+# Built once: every run reads the chain of its series as it starts, every page its breadcrumbs.
+_CHAIN = _chain()
+
+
+async def chain(session: AsyncSession, series_id: uuid.UUID) -> list[Series]:
+    """The series and every series above it, from the root down (empty when it does not
+    exist)."""
+    rows = await session.execute(_CHAIN, {"series_id": series_id})
     return list(rows.scalars())
 
 

@@ -379,8 +379,10 @@ def template_extra(spec: StepSpec) -> tuple[str, ...]:
 # --- dependencies -------------------------------------------------------------------------------
 
 
-def _step_reads(source: str, position: int, *, expression: bool) -> set[int]:
-    """The earlier steps a template or expression reads by position (`steps[N]`, `previous`)."""
+@lru_cache(maxsize=1024)
+def _step_reads(source: str, position: int, *, expression: bool) -> frozenset[int]:
+    """The earlier steps a template or expression reads by position (`steps[N]`, `previous`).
+    Kept: a run asks it of each step, and parsing is most of what it costs."""
     found: set[int] = set()
     try:
         tree = _as_template(parse_expression(source)) if expression else environment().parse(source)
@@ -395,14 +397,14 @@ def _step_reads(source: str, position: int, *, expression: bool) -> set[int]:
         if position > 0 and any(n.name == "previous" for n in tree.find_all(nodes.Name)):
             found.add(position - 1)
     except (TemplateSyntaxError, RecursionError):
-        return set()  # a step that saved cannot be one of these; the render says what is wrong
-    return {i for i in found if 0 <= i < position}
+        return frozenset()  # a step that saved cannot be one of these; the render says so
+    return frozenset(i for i in found if 0 <= i < position)
 
 
 def needs(spec: StepSpec, position: int, image_steps: Iterable[int]) -> list[int]:
     """The earlier steps whose output a step uses: in its prompt, condition, loop, or as input
     images (`image_steps`, the `step:N` of its config)."""
-    found = _step_reads(spec.prompt, position, expression=False)
+    found = set(_step_reads(spec.prompt, position, expression=False))
     for source in (spec.when, spec.for_each):
         if source is not None:
             found |= _step_reads(source, position, expression=True)
