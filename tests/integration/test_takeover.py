@@ -7,13 +7,17 @@ no attempt lost from the log, no step written over."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.config import Settings
 from cog.db import runs as runs_db
@@ -30,11 +34,14 @@ from tests.conftest import open_client, stored_keys
 from tests.factories import make_series
 
 
-async def job_of_one_image_step(settings: Settings, count: int) -> uuid.UUID:
+async def job_of_one_image_step(
+    settings: Settings, count: int, prompts: tuple[str, ...] = ("{{ base_prompt }}",)
+) -> uuid.UUID:
+    """A job of image steps of `count` images, one per prompt (one step unless told)."""
     async for client in open_client(create_app(settings)):
         series = await make_series(client, "Taken over")
         job = await make_job(client, series["id"])
-        steps = [{"kind": "image", "prompt": "{{ base_prompt }}", "config": {"count": count}}]
+        steps = [{"kind": "image", "prompt": p, "config": {"count": count}} for p in prompts]
         assert (await put_steps(client, job["id"], steps)).status_code == 200
         return uuid.UUID(job["id"])
     raise AssertionError("the app did not start")
@@ -128,6 +135,63 @@ async def test_a_runner_that_lost_its_run_does_not_end_it(
             assert (run.status, run.claimed_by, run.error) == (RunStatus.running, "new", None)
             assert await step_status(cog, run_id) == StepStatus.pending
         assert gemini.requests == []  # it stopped at its first write, before any call
+    finally:
+        await cog.stop()
+
+
+async def test_a_step_whose_run_was_taken_over_as_it_began_stops_its_calls_and_keeps_nothing(
+    gemini_settings: Settings, gemini: Any, tmp_path: Path
+) -> None:
+    """A step that follows one just written sends its calls while it is being marked running.
+    The run taken over in between, that write finds it so: the calls are stopped, not waited
+    for, and nothing of the step is kept; the step before it stays as it was committed."""
+    prompts = ("{{ base_prompt }} first", "{{ base_prompt }} second")
+    job_id = await job_of_one_image_step(gemini_settings, count=2, prompts=prompts)
+    cog = Runtime.build(gemini_settings)
+    try:
+        run_id = await claimed_run(cog, job_id, "old")
+        sessions = cog.sessions
+        taken = False
+
+        @contextlib.asynccontextmanager
+        async def sessions_taking_over_after_the_first_step() -> AsyncIterator[AsyncSession]:
+            """The runner's sessions; the first it opens once the first step is written is
+            opened after the run was taken over."""
+            nonlocal taken
+            if not taken:
+                async with sessions() as session:
+                    first = (await runs_db.step_runs(session, run_id))[0]
+                if first.status == StepStatus.succeeded:
+                    taken = True
+                    # The second step's calls take long; the runner must not wait for them.
+                    gemini.latency_s = 60.0
+                    await take_over(cog, run_id, "old", "new")
+            async with sessions() as session:
+                yield session
+
+        deps = dataclasses.replace(
+            cog.runner_deps(), sessions=cast(Any, sessions_taking_over_after_the_first_step)
+        )
+        with pytest.raises(BaseException) as raised:
+            await asyncio.wait_for(Runner(deps, run_id, claim="old").execute(), timeout=30)
+        assert taken_over(raised.value), raised.value
+
+        async with cog.sessions() as session:
+            run = await session.get(JobRun, run_id)
+            assert run is not None
+            assert (run.status, run.claimed_by) == (RunStatus.running, "new")
+            first, second = await runs_db.step_runs(session, run_id)
+            made = await session.scalars(sa.select(Image).order_by(Image.created_at))
+            kept = [(image.step_id, image.prompt) for image in made]
+        assert first.status == StepStatus.succeeded and len(first.image_ids) == 2
+        assert (second.status, second.image_ids, second.rendered_prompt) == (
+            StepStatus.pending,
+            [],
+            None,
+        )
+        assert kept == [(first.id, first.rendered_prompt)] * 2
+        files = [k for k in stored_keys(tmp_path / "storage") if k.startswith("images/")]
+        assert sorted(f.split("/")[-1].split(".")[0] for f in files) == sorted(first.image_ids)
     finally:
         await cog.stop()
 

@@ -154,6 +154,8 @@ class Runner:
         self.deps = deps
         self.run_id = run_id
         self.claim = claim
+        # When the database last took a write of the run (the event loop's clock).
+        self._written_at: float | None = None
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -166,7 +168,19 @@ class Runner:
             await self._hold(session)
             await runs_db.update_step(session, step_id, values)
             await session.commit()
+        self._written()
         self.deps.notify(self.run_id)
+
+    def _written(self) -> None:
+        self._written_at = asyncio.get_running_loop().time()
+
+    def _written_lately(self) -> bool:
+        """Whether a write of the run (which renews its claim) committed moments ago: far less
+        than the time after which a run is taken over, so it is all but surely still held."""
+        if self._written_at is None:
+            return False
+        lately = self.deps.settings.run_stale_after_s / 4
+        return asyncio.get_running_loop().time() - self._written_at < lately
 
     async def _finish_run(self, status: RunStatus, error: str | None = None) -> None:
         await finish_run(self.deps, self.run_id, status, error, claim=self.claim)
@@ -229,6 +243,7 @@ class Runner:
     ) -> StepOutput:
         started = row.started_at or utcnow()
         tally = _Tally.of(row)
+        marking: asyncio.Task[None] | None = None
         try:
             # A condition, a loop and what the step needs are decided before anything is sent.
             context = self.context(outputs)
@@ -261,20 +276,35 @@ class Runner:
             if not prompt:
                 raise StepFailed("The prompt rendered to nothing; the model needs some text.")
             prompt = self.styled(spec, prompt)
-            await self._update_step(
+            running = self._update_step(
                 row.id,
                 status=StepStatus.running,
                 started_at=started,
                 error=None,
                 rendered_prompt=prompt,
             )
+            if self._written_lately():
+                # The step is marked running while its inputs are read and its image calls
+                # go out. Every later write of the step waits for that one; should it fail
+                # (the run was taken over after all), the calls are stopped and nothing kept.
+                marking = asyncio.create_task(running)
+            else:  # the first step, or after a long one: no call before the claim is checked
+                await running
             inputs, parents = await self._input_images(spec, outputs)
             written = False
             if spec.kind is StepKind.llm:
+                if marking is not None:
+                    await marking
                 output = await self._llm(spec, row, prompt, inputs, tally)
             else:
-                output, written = await self._images(spec, row, prompt, inputs, parents, tally)
+                output, written = await self._images(
+                    spec, row, prompt, inputs, parents, tally, marking
+                )
+            if marking is not None:
+                await marking
         except (CogError, StepFailed) as exc:
+            if marking is not None:
+                await marking  # its error, if it failed, is the one that counts
             if isinstance(exc, ProviderError):
                 tally.add(list(exc.extra.get("attempts", ())))
             await self._update_step(
@@ -288,6 +318,13 @@ class Runner:
             if isinstance(exc, StepFailed):
                 raise
             raise StepFailed(exc.message) from exc
+        finally:
+            if marking is not None:
+                if not marking.done():  # the step was cancelled, or its run taken over
+                    marking.cancel()
+                    await asyncio.wait([marking])
+                if not marking.cancelled():
+                    marking.exception()  # seen: the error the step ends with is raised already
         return await self._succeeded(row, output, tally, written=written)
 
     async def _succeeded(
@@ -412,9 +449,11 @@ class Runner:
         inputs: list[InputImage],
         parents: list[Parent],
         tally: _Tally,
+        marking: asyncio.Task[None] | None,
     ) -> tuple[StepOutput, bool]:
         """The step's output, and whether its success is recorded already: the transaction of
-        its last image records it, one write fewer (not so when a resumed step had them all)."""
+        its last image records it, one write fewer (not so when a resumed step had them all).
+        The calls may go out while the step is being marked running (`marking`)."""
         made: list[uuid.UUID] = []
         if row.started_at is not None:  # resumed: keep what it made before, make the rest
             async with self.deps.sessions() as session:
@@ -430,7 +469,9 @@ class Runner:
                 return None
             return _success(output(texts), tally)
 
-        texts = await self.make_images(spec, row, calls, inputs, parents, tally, ledger, finish)
+        texts = await self.make_images(
+            spec, row, calls, inputs, parents, tally, ledger, finish, marking=marking
+        )
         return output(texts), bool(calls)
 
     async def make_images(
@@ -443,12 +484,16 @@ class Runner:
         tally: _Tally,
         ledger: StepImages,
         finish: Callable[[list[str]], dict[str, Any] | None] | None = None,
+        *,
+        marking: asyncio.Task[None] | None = None,
     ) -> list[str]:
         """Make one image per call, all at once within the process's image slots, each kept
         and recorded (in `ledger`) as it arrives; answers what the model said with them.
 
         `finish` gives the step's closing columns once its images are all in (None before):
-        written in the same transaction as the last of them."""
+        written in the same transaction as the last of them. With `marking`, the write that
+        marks the step running, still under way: no image is kept before it is done, and
+        when it fails the calls are stopped."""
         model = spec.model or self.deps.settings.image_model
         texts: list[str] = []
 
@@ -477,6 +522,8 @@ class Runner:
                 if result.text:
                     texts.append(result.text)
                     ledger.said(call, result.text)
+                if marking is not None:
+                    await marked(marking)
                 lineage = parents if call.parents is None else call.parents
                 await self._keep_image(row, spec, call, result, commits, ledger, lineage)
             except CogError as exc:
@@ -486,6 +533,8 @@ class Runner:
         if calls:
             try:
                 async with asyncio.TaskGroup() as group:
+                    if marking is not None:
+                        group.create_task(marked(marking))  # its failure stops the calls
                     for call in calls:
                         group.create_task(one(call))
             except* ProviderError as errors:
@@ -559,6 +608,7 @@ class Runner:
             if mine:
                 ledger.remove(call, mine[0])
             raise
+        self._written()
         self.deps.notify(self.run_id)
 
     def _provenance(self) -> dict[str, Any]:
@@ -574,6 +624,11 @@ class Runner:
                 "image_ids": list(self.style.image_ids),
             }
         return found
+
+
+async def marked(marking: asyncio.Task[None]) -> None:
+    """Wait for the write that marks a step running, without cancelling it when cancelled."""
+    await asyncio.shield(marking)
 
 
 def _item_images(outputs: list[StepOutput], step: int, item: int | None) -> list[str]:
