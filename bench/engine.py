@@ -1,6 +1,6 @@
 """Engine benchmark: a job of K image steps of count N, run against the fake Gemini server.
 
-    uv run python bench/engine.py                 # SQLite (L = 200 ms, K = 5, N = 4, 3 repeats)
+    uv run python bench/engine.py                 # SQLite (L = 200 ms, K = 5, N = 4, 5 repeats)
     uv run python bench/engine.py --postgres      # SQLite, then a throwaway PostgreSQL database
 
 Everything is Cog's own: the app from `create_app` behind httpx's ASGI transport, its embedded
@@ -447,7 +447,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=200.0, help="latency L of each call")
     parser.add_argument("--steps", type=int, default=5, help="image steps K in the job")
     parser.add_argument("--count", type=int, default=4, help="images N per step (1..8)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs at latency L")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs at latency L")
     parser.add_argument(
         "--overhead-repeats",
         type=int,
