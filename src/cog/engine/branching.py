@@ -401,6 +401,26 @@ def _step_reads(source: str, position: int, *, expression: bool) -> frozenset[in
     return frozenset(i for i in found if 0 <= i < position)
 
 
+@lru_cache(maxsize=1024)
+def _reads_any_step(source: str, *, expression: bool) -> bool:
+    """Whether a template or expression reads earlier steps at all, by any index or in a loop
+    over them (an unreadable one is taken to)."""
+    try:
+        tree = _as_template(parse_expression(source)) if expression else environment().parse(source)
+    except (TemplateSyntaxError, RecursionError):
+        return True
+    return any(n.name in ("steps", "previous") for n in tree.find_all(nodes.Name))
+
+
+def reads_no_step(spec: StepSpec, image_steps: Iterable[int]) -> bool:
+    """Whether nothing of a step (prompt, condition, loop, input images: `image_steps`, the
+    `step:N` of its config) reads an earlier step's output, however it is written."""
+    sources = [(spec.prompt, False), (spec.when, True), (spec.for_each, True)]
+    if any(_reads_any_step(s, expression=e) for s, e in sources if s is not None):
+        return False
+    return not any(True for _ in image_steps)
+
+
 def needs(spec: StepSpec, position: int, image_steps: Iterable[int]) -> list[int]:
     """The earlier steps whose output a step uses: in its prompt, condition, loop, or as input
     images (`image_steps`, the `step:N` of its config)."""

@@ -34,7 +34,7 @@ from cog.engine import branching, fanout
 from cog.engine.context import StyleSnapshot, series_context, with_style_marker
 from cog.engine.imagecalls import ImageCall, StepImages
 from cog.engine.prompts import InputContext, StepOutput, render, template_context
-from cog.engine.steps import INPUT_REF, ITEM_REF, STEP_REF, StepSpec, step_refs
+from cog.engine.steps import INPUT_REF, ITEM_REF, STEP_REF, StepSpec, item_refs, step_refs
 from cog.errors import CogError, ProviderError
 from cog.providers.base import (
     Attempt,
@@ -74,6 +74,18 @@ def taken_over(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return exc.subgroup(RunTakenOver) is not None
     return isinstance(exc, RunTakenOver)
+
+
+class PreviousStepFailed(Exception):
+    """Raised in a step started while the step before it was still keeping its images, when
+    that one failed: the run fails with that step's error, and this one never counts as
+    started (nothing of it is kept or written)."""
+
+
+def previous_failed(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(PreviousStepFailed) is not None
+    return isinstance(exc, PreviousStepFailed)
 
 
 class StepFailed(Exception):
@@ -222,28 +234,97 @@ class Runner:
                 series=series_title,
             )
         specs = [StepSpec.model_validate(s) for s in run.steps_snapshot]
-        outputs: list[StepOutput] = []
         self.deps.notify(self.run_id)
-        for spec, row in zip(specs, step_rows, strict=True):
-            if row.status in (StepStatus.succeeded, StepStatus.skipped):  # resumed: done before
-                outputs.append(fanout.output_of(row))
-                continue
-            try:
-                outputs.append(await self._run_step(spec, row, outputs))
-            except StepFailed as exc:
-                await self._finish_run(
-                    RunStatus.failed, f"Step {row.position} failed: {exc.message}"
-                )
-                return RunStatus.failed
+        steps = _Steps()
+        try:
+            failed = await self._run_steps(specs, step_rows, steps)
+        finally:
+            await steps.stop()
+        if failed is not None:
+            row, exc = failed
+            await self._finish_run(RunStatus.failed, f"Step {row.position} failed: {exc.message}")
+            return RunStatus.failed
         await self._finish_run(RunStatus.succeeded)
         return RunStatus.succeeded
 
+    async def _run_steps(
+        self, specs: list[StepSpec], rows: list[StepRun], steps: _Steps
+    ) -> tuple[StepRun, StepFailed] | None:
+        """Run the steps in order; answers the step that failed, with why (None when none did).
+
+        An image step whose calls are all back, followed by an image step that reads nothing of
+        the steps before it, lets that one start at once: its calls go out while the first
+        keeps its images. Its own writes wait for the first to end, and if the first fails,
+        its calls are stopped and nothing of it is kept. Any other step starts once the steps
+        before it have ended."""
+        done = (StepStatus.succeeded, StepStatus.skipped)
+        for index, (spec, row) in enumerate(zip(specs, rows, strict=True)):
+            if row.status in done:  # resumed: done before
+                steps.outputs.append(fanout.output_of(row))
+                continue
+            after = steps.last()
+            if after is not None and not self._may_start_early(spec):
+                if (failed := await steps.settle()) is not None:
+                    return failed
+                after = None
+            following = specs[index + 1] if index + 1 < len(specs) else None
+            early_next = (
+                following is not None
+                and rows[index + 1].status not in done
+                and spec.kind is StepKind.image
+                and spec.for_each is None
+                and self._may_start_early(following)
+            )
+            calls_back = asyncio.Event() if early_next else None
+            task = asyncio.create_task(
+                self._run_step(spec, row, list(steps.outputs), after=after, calls_back=calls_back)
+            )
+            steps.add(row, task)
+            waits: list[asyncio.Future[Any]] = [task]
+            if calls_back is not None:
+                waits.append(asyncio.ensure_future(calls_back.wait()))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits[1:]:
+                    waiting.cancel()
+            # Once this step's calls are back, the steps before it end before the next starts:
+            # one step keeps its images while the next one's calls are out, no more.
+            ended = task.done() or not early_next
+            if (failed := await steps.settle(but_last=not ended)) is not None:
+                return failed
+        return await steps.settle()
+
+    def _may_start_early(self, spec: StepSpec) -> bool:
+        """Whether a step may start while the one before it still keeps its images: a plain
+        image step that reads nothing of the steps before it."""
+        refs = step_refs(spec.config) + item_refs(spec.config)
+        return (
+            spec.kind is StepKind.image
+            and spec.for_each is None
+            and branching.reads_no_step(spec, refs)
+        )
+
     async def _run_step(
-        self, spec: StepSpec, row: StepRun, outputs: list[StepOutput]
+        self,
+        spec: StepSpec,
+        row: StepRun,
+        outputs: list[StepOutput],
+        *,
+        after: asyncio.Task[StepOutput] | None = None,
+        calls_back: asyncio.Event | None = None,
     ) -> StepOutput:
+        """Run one step. With `after` (the step before, still keeping its images), every write
+        of this one waits for that one to end. `calls_back` is set once the step's model
+        calls have all come back."""
         started = row.started_at or utcnow()
         tally = _Tally.of(row)
         marking: asyncio.Task[None] | None = None
+
+        async def previous_ended() -> None:
+            if after is not None:
+                await settled(after)
+
         try:
             # A condition, a loop and what the step needs are decided before anything is sent.
             context = self.context(outputs)
@@ -256,6 +337,7 @@ class Runner:
                 if not items:
                     skipped = f"Its loop had nothing to go over: {spec.for_each} is empty."
             if skipped is not None:
+                await previous_ended()
                 await self._update_step(
                     row.id, status=StepStatus.skipped, skip_reason=skipped, finished_at=utcnow()
                 )
@@ -276,20 +358,25 @@ class Runner:
             if not prompt:
                 raise StepFailed("The prompt rendered to nothing; the model needs some text.")
             prompt = self.styled(spec, prompt)
-            running = self._update_step(
-                row.id,
-                status=StepStatus.running,
-                started_at=started,
-                error=None,
-                rendered_prompt=prompt,
-            )
+            running = {
+                "status": StepStatus.running,
+                "started_at": started,
+                "error": None,
+                "rendered_prompt": prompt,
+            }
+
+            async def mark_running() -> None:
+                await previous_ended()
+                await self._update_step(row.id, **running)
+
             if self._written_lately():
                 # The step is marked running while its inputs are read and its image calls
                 # go out. Every later write of the step waits for that one; should it fail
-                # (the run was taken over after all), the calls are stopped and nothing kept.
-                marking = asyncio.create_task(running)
+                # (the run was taken over after all, or the step before failed), the calls
+                # are stopped and nothing is kept.
+                marking = asyncio.create_task(mark_running())
             else:  # the first step, or after a long one: no call before the claim is checked
-                await running
+                await mark_running()
             inputs, parents = await self._input_images(spec, outputs)
             written = False
             if spec.kind is StepKind.llm:
@@ -298,13 +385,14 @@ class Runner:
                 output = await self._llm(spec, row, prompt, inputs, tally)
             else:
                 output, written = await self._images(
-                    spec, row, prompt, inputs, parents, tally, marking
+                    spec, row, prompt, inputs, parents, tally, marking, calls_back
                 )
             if marking is not None:
                 await marking
         except (CogError, StepFailed) as exc:
-            if marking is not None:
-                await marking  # its error, if it failed, is the one that counts
+            # The step before ends first, and the write marking this one running: their
+            # errors, if they failed, are the ones that count.
+            await (marking if marking is not None else previous_ended())
             if isinstance(exc, ProviderError):
                 tally.add(list(exc.extra.get("attempts", ())))
             await self._update_step(
@@ -450,6 +538,7 @@ class Runner:
         parents: list[Parent],
         tally: _Tally,
         marking: asyncio.Task[None] | None,
+        calls_back: asyncio.Event | None = None,
     ) -> tuple[StepOutput, bool]:
         """The step's output, and whether its success is recorded already: the transaction of
         its last image records it, one write fewer (not so when a resumed step had them all).
@@ -470,7 +559,16 @@ class Runner:
             return _success(output(texts), tally)
 
         texts = await self.make_images(
-            spec, row, calls, inputs, parents, tally, ledger, finish, marking=marking
+            spec,
+            row,
+            calls,
+            inputs,
+            parents,
+            tally,
+            ledger,
+            finish,
+            marking=marking,
+            calls_back=calls_back,
         )
         return output(texts), bool(calls)
 
@@ -486,6 +584,7 @@ class Runner:
         finish: Callable[[list[str]], dict[str, Any] | None] | None = None,
         *,
         marking: asyncio.Task[None] | None = None,
+        calls_back: asyncio.Event | None = None,
     ) -> list[str]:
         """Make one image per call, all at once within the process's image slots, each kept
         and recorded (in `ledger`) as it arrives; answers what the model said with them.
@@ -493,9 +592,13 @@ class Runner:
         `finish` gives the step's closing columns once its images are all in (None before):
         written in the same transaction as the last of them. With `marking`, the write that
         marks the step running, still under way: no image is kept before it is done, and
-        when it fails the calls are stopped."""
+        when it fails the calls are stopped. `calls_back` is set once every call has come
+        back with its image."""
         model = spec.model or self.deps.settings.image_model
         texts: list[str] = []
+        waiting = len(calls)
+        if calls_back is not None and not waiting:
+            calls_back.set()
 
         async def write_ledger(session: AsyncSession) -> None:
             # The attempts so far go with each image: a step cut short and resumed still
@@ -522,6 +625,10 @@ class Runner:
                 if result.text:
                     texts.append(result.text)
                     ledger.said(call, result.text)
+                nonlocal waiting
+                waiting -= 1
+                if calls_back is not None and not waiting:
+                    calls_back.set()
                 if marking is not None:
                     await marked(marking)
                 lineage = parents if call.parents is None else call.parents
@@ -624,6 +731,63 @@ class Runner:
                 "image_ids": list(self.style.image_ids),
             }
         return found
+
+
+async def settled(step: asyncio.Task[StepOutput]) -> None:
+    """Wait for a step still keeping its images to end, without cancelling it when cancelled;
+    `PreviousStepFailed` if it failed."""
+    try:
+        await asyncio.shield(step)
+    except StepFailed as exc:
+        raise PreviousStepFailed(exc.message) from exc
+
+
+class _Steps:
+    """The outputs of a run's steps so far, and the steps still keeping their images (at most
+    the last two: the one keeping them, and the one that started after it)."""
+
+    def __init__(self) -> None:
+        self.outputs: list[StepOutput] = []
+        self._running: list[tuple[int, StepRun, asyncio.Task[StepOutput]]] = []
+
+    def add(self, row: StepRun, task: asyncio.Task[StepOutput]) -> None:
+        self._running.append((len(self.outputs), row, task))
+        self.outputs.append(StepOutput())  # its place, until it ends (no step after reads it)
+
+    def last(self) -> asyncio.Task[StepOutput] | None:
+        return self._running[-1][2] if self._running else None
+
+    async def settle(self, *, but_last: bool = False) -> tuple[StepRun, StepFailed] | None:
+        """Wait for every step still running (`but_last`: but the last one); their outputs
+        take their places. Answers the first that failed, with why; a step after it stopped
+        for it is not a failure of its own. Any other error (the run taken over, the database
+        gone) goes on."""
+        failed: tuple[StepRun, StepFailed] | None = None
+        cut = len(self._running) - 1 if but_last else len(self._running)
+        running, self._running = self._running[:cut], self._running[cut:]
+        try:
+            for index, row, task in running:
+                try:
+                    self.outputs[index] = await task
+                except StepFailed as exc:
+                    failed = failed or (row, exc)
+                except Exception as exc:
+                    if failed is None or not previous_failed(exc):
+                        raise
+        finally:
+            self._running = [e for e in running if not e[2].done()] + self._running
+        return failed
+
+    async def stop(self) -> None:
+        """Stop the steps still running (the run was cancelled, or failed otherwise)."""
+        for _, _, task in self._running:
+            task.cancel()
+        if self._running:
+            await asyncio.wait([task for _, _, task in self._running])
+        for _, _, task in self._running:
+            if not task.cancelled():
+                task.exception()  # seen: the error the run ends with is raised already
+        self._running = []
 
 
 async def marked(marking: asyncio.Task[None]) -> None:
