@@ -9,8 +9,10 @@ still keeping its images is seen at the fake Gemini server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +58,24 @@ async def prompts_seen(gemini: Any, ending: str, count: int) -> None:
     raise AssertionError(f"the server saw {[r.prompt for r in gemini.requests]}")
 
 
-async def start(cog: Runtime, job_id: uuid.UUID) -> tuple[uuid.UUID, GatedStore, asyncio.Task[Any]]:
-    run_id = await claimed_run(cog, job_id, "here")
-    store = GatedStore(cog.store)
-    deps = dataclasses.replace(cog.runner_deps(), store=store)  # type: ignore[arg-type]
-    return run_id, store, asyncio.create_task(Runner(deps, run_id, claim="here").execute())
+INDEPENDENT = ("{{ base_prompt }} first", "{{ base_prompt }} second")
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings, prompts: tuple[str, ...]
+) -> AsyncIterator[tuple[Runtime, uuid.UUID, GatedStore, asyncio.Task[Any]]]:
+    """A run of image steps of 2 images, one per prompt, under way on a gated store."""
+    job_id = await job_of_one_image_step(settings, count=2, prompts=prompts)
+    cog = Runtime.build(settings)
+    try:
+        run_id = await claimed_run(cog, job_id, "here")
+        store = GatedStore(cog.store)
+        deps = dataclasses.replace(cog.runner_deps(), store=store)  # type: ignore[arg-type]
+        task = asyncio.create_task(Runner(deps, run_id, claim="here").execute())
+        yield cog, run_id, store, task
+    finally:
+        await cog.stop()
 
 
 async def steps_of(cog: Runtime, run_id: uuid.UUID) -> list[Any]:
@@ -80,11 +95,7 @@ async def images_by_step(cog: Runtime) -> dict[uuid.UUID | None, list[str]]:
 async def test_the_next_step_sends_its_calls_while_the_step_before_keeps_its_images(
     gemini_settings: Settings, gemini: Any, tmp_path: Path
 ) -> None:
-    prompts = ("{{ base_prompt }} first", "{{ base_prompt }} second")
-    job_id = await job_of_one_image_step(gemini_settings, count=2, prompts=prompts)
-    cog = Runtime.build(gemini_settings)
-    try:
-        run_id, store, running = await start(cog, job_id)
+    async with running(gemini_settings, INDEPENDENT) as (cog, run_id, store, run):
         await prompts_seen(gemini, "second", 2)  # while no image of the first step is stored
         first, second = await steps_of(cog, run_id)
         assert (first.status, first.image_ids) == (StepStatus.running, [])
@@ -92,7 +103,7 @@ async def test_the_next_step_sends_its_calls_while_the_step_before_keeps_its_ima
         assert await images_by_step(cog) == {}
 
         store.gate.set()
-        assert await asyncio.wait_for(running, timeout=30) is RunStatus.succeeded
+        assert await asyncio.wait_for(run, timeout=30) is RunStatus.succeeded
         first, second = await steps_of(cog, run_id)
         assert [first.status, second.status] == [StepStatus.succeeded, StepStatus.succeeded]
         assert first.finished_at is not None and second.finished_at is not None
@@ -107,29 +118,22 @@ async def test_the_next_step_sends_its_calls_while_the_step_before_keeps_its_ima
         assert sorted(f.split("/")[-1].split(".")[0] for f in files) == sorted(
             first.image_ids + second.image_ids
         )
-    finally:
-        await cog.stop()
 
 
 async def test_a_step_that_reads_the_step_before_waits_for_it_to_end(
     gemini_settings: Settings, gemini: Any
 ) -> None:
     prompts = ("{{ base_prompt }} first", "{{ base_prompt }}, as in {{ previous }}, second")
-    job_id = await job_of_one_image_step(gemini_settings, count=2, prompts=prompts)
-    cog = Runtime.build(gemini_settings)
-    try:
-        run_id, store, running = await start(cog, job_id)
+    async with running(gemini_settings, prompts) as (cog, run_id, store, run):
         await prompts_seen(gemini, "first", 2)
         await asyncio.sleep(0.3)  # time enough for a call to go out, were one to
         assert not [r for r in gemini.requests if r.prompt.endswith("second")]
 
         store.gate.set()
-        assert await asyncio.wait_for(running, timeout=30) is RunStatus.succeeded
+        assert await asyncio.wait_for(run, timeout=30) is RunStatus.succeeded
         first, second = await steps_of(cog, run_id)
         assert first.text and first.text in second.rendered_prompt
         assert sum(r.prompt.endswith("second") for r in gemini.requests) == 2
-    finally:
-        await cog.stop()
 
 
 async def test_when_the_step_before_fails_to_keep_its_images_the_next_keeps_nothing(
@@ -137,24 +141,20 @@ async def test_when_the_step_before_fails_to_keep_its_images_the_next_keeps_noth
 ) -> None:
     """The run fails with the first step's error; the second step's calls, already out, are
     stopped rather than waited for, and it never counts as started."""
-    prompts = ("{{ base_prompt }} first", "{{ base_prompt }} second")
-    job_id = await job_of_one_image_step(gemini_settings, count=2, prompts=prompts)
-    cog = Runtime.build(gemini_settings)
-    try:
-        run_id, store, running = await start(cog, job_id)
+    async with running(gemini_settings, INDEPENDENT) as (cog, run_id, store, run):
         await prompts_seen(gemini, "first", 2)
         gemini.latency_s = 60.0  # the second step's calls take long: they must be stopped
         await prompts_seen(gemini, "second", 2)
         store.fail = True
         store.gate.set()
-        assert await asyncio.wait_for(running, timeout=30) is RunStatus.failed
+        assert await asyncio.wait_for(run, timeout=30) is RunStatus.failed
 
         async with cog.sessions() as session:
-            run = await session.get(JobRun, run_id)
-            assert run is not None
-        assert run.status == RunStatus.failed
-        assert run.error is not None and run.error.startswith("Step 0 failed:")
-        assert "disk is full" in run.error
+            failed = await session.get(JobRun, run_id)
+            assert failed is not None
+        assert failed.status == RunStatus.failed
+        assert failed.error is not None and failed.error.startswith("Step 0 failed:")
+        assert "disk is full" in failed.error
         first, second = await steps_of(cog, run_id)
         assert first.status == StepStatus.failed
         assert (second.status, second.rendered_prompt, second.image_ids) == (
@@ -164,5 +164,3 @@ async def test_when_the_step_before_fails_to_keep_its_images_the_next_keeps_noth
         )
         assert await images_by_step(cog) == {}
         assert [k for k in stored_keys(tmp_path / "storage") if k.startswith("images/")] == []
-    finally:
-        await cog.stop()

@@ -145,3 +145,26 @@ def test_a_finished_loop_offers_each_items_images_to_a_resumed_run() -> None:
     assert output_of(row).item_images == [["a", "b"], ["c"]]
     plain = StepRun(status="succeeded", text="", image_ids=["a"], iterations=[])
     assert output_of(plain).item_images is None
+
+
+@pytest.mark.parametrize(
+    ("step", "free"),
+    [
+        ({"prompt": "{{ base_prompt }} in {{ series.title }}"}, True),
+        ({"prompt": "{{ base_prompt }}", "when": "series.tags | length > 0"}, True),
+        ({"prompt": "{{ steps[0].text }}"}, False),
+        ({"prompt": "{{ previous }}"}, False),
+        ({"prompt": "{% for s in steps %}{{ s.text }}{% endfor %}"}, False),
+        ({"prompt": "{{ (steps | last).text }}"}, False),
+        ({"prompt": "{{ base_prompt }}", "when": "steps | length > 1"}, False),
+        ({"prompt": "{{ base_prompt }}", "config": {"input_images": ["step:0"]}}, False),
+    ],
+)
+def test_a_step_reads_no_earlier_step_only_when_nothing_of_it_names_them(
+    step: dict[str, Any], free: bool
+) -> None:
+    """What lets an image step start while the one before it still keeps its images: any
+    mention of the steps, by any index or in a loop, counts as reading them."""
+    spec = StepSpec.model_validate({"kind": "image", **step})
+    refs = [int(r.split(":")[1]) for r in spec.config.input_images if r.startswith("step:")]
+    assert branching.reads_no_step(spec, refs) is free
