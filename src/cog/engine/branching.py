@@ -380,51 +380,54 @@ def template_extra(spec: StepSpec) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=1024)
-def _step_reads(source: str, position: int, *, expression: bool) -> frozenset[int]:
-    """The earlier steps a template or expression reads by position (`steps[N]`, `previous`).
-    Kept: a run asks it of each step, and parsing is most of what it costs."""
-    found: set[int] = set()
+def _tree(source: str, *, expression: bool) -> nodes.Template | None:
+    """A step's template or expression, parsed (None when it cannot be). Kept: a run asks
+    what each step reads, and parsing is most of what that costs."""
     try:
-        tree = _as_template(parse_expression(source)) if expression else environment().parse(source)
-        for node in tree.find_all(nodes.Getitem):
-            if (
-                isinstance(node.node, nodes.Name)
-                and node.node.name == "steps"
-                and isinstance(node.arg, nodes.Const)
-                and isinstance(node.arg.value, int)
-            ):
-                found.add(node.arg.value)
-        if position > 0 and any(n.name == "previous" for n in tree.find_all(nodes.Name)):
-            found.add(position - 1)
+        return _as_template(parse_expression(source)) if expression else environment().parse(source)
     except (TemplateSyntaxError, RecursionError):
-        return frozenset()  # a step that saved cannot be one of these; the render says so
-    return frozenset(i for i in found if 0 <= i < position)
+        return None
 
 
-@lru_cache(maxsize=1024)
+def _step_reads(source: str, position: int, *, expression: bool) -> set[int]:
+    """The earlier steps a template or expression reads by position (`steps[N]`, `previous`)."""
+    tree = _tree(source, expression=expression)
+    if tree is None:
+        return set()  # a step that saved cannot be one of these; the render says what is wrong
+    found: set[int] = set()
+    for node in tree.find_all(nodes.Getitem):
+        if (
+            isinstance(node.node, nodes.Name)
+            and node.node.name == "steps"
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, int)
+        ):
+            found.add(node.arg.value)
+    if position > 0 and any(n.name == "previous" for n in tree.find_all(nodes.Name)):
+        found.add(position - 1)
+    return {i for i in found if 0 <= i < position}
+
+
 def _reads_any_step(source: str, *, expression: bool) -> bool:
     """Whether a template or expression reads earlier steps at all, by any index or in a loop
     over them (an unreadable one is taken to)."""
-    try:
-        tree = _as_template(parse_expression(source)) if expression else environment().parse(source)
-    except (TemplateSyntaxError, RecursionError):
-        return True
-    return any(n.name in ("steps", "previous") for n in tree.find_all(nodes.Name))
+    tree = _tree(source, expression=expression)
+    return tree is None or any(n.name in ("steps", "previous") for n in tree.find_all(nodes.Name))
 
 
-def reads_no_step(spec: StepSpec, image_steps: Iterable[int]) -> bool:
+def reads_no_step(spec: StepSpec, image_steps: Collection[int]) -> bool:
     """Whether nothing of a step (prompt, condition, loop, input images: `image_steps`, the
     `step:N` of its config) reads an earlier step's output, however it is written."""
     sources = [(spec.prompt, False), (spec.when, True), (spec.for_each, True)]
     if any(_reads_any_step(s, expression=e) for s, e in sources if s is not None):
         return False
-    return not any(True for _ in image_steps)
+    return not image_steps
 
 
 def needs(spec: StepSpec, position: int, image_steps: Iterable[int]) -> list[int]:
     """The earlier steps whose output a step uses: in its prompt, condition, loop, or as input
     images (`image_steps`, the `step:N` of its config)."""
-    found = set(_step_reads(spec.prompt, position, expression=False))
+    found = _step_reads(spec.prompt, position, expression=False)
     for source in (spec.when, spec.for_each):
         if source is not None:
             found |= _step_reads(source, position, expression=True)

@@ -271,8 +271,7 @@ class Runner:
             early_next = (
                 following is not None
                 and rows[index + 1].status not in done
-                and spec.kind is StepKind.image
-                and spec.for_each is None
+                and _plain_image(spec)
                 and self._may_start_early(following)
             )
             calls_back = asyncio.Event() if early_next else None
@@ -299,11 +298,7 @@ class Runner:
         """Whether a step may start while the one before it still keeps its images: a plain
         image step that reads nothing of the steps before it."""
         refs = step_refs(spec.config) + item_refs(spec.config)
-        return (
-            spec.kind is StepKind.image
-            and spec.for_each is None
-            and branching.reads_no_step(spec, refs)
-        )
+        return _plain_image(spec) and branching.reads_no_step(spec, refs)
 
     async def _run_step(
         self,
@@ -358,16 +353,16 @@ class Runner:
             if not prompt:
                 raise StepFailed("The prompt rendered to nothing; the model needs some text.")
             prompt = self.styled(spec, prompt)
-            running = {
-                "status": StepStatus.running,
-                "started_at": started,
-                "error": None,
-                "rendered_prompt": prompt,
-            }
 
             async def mark_running() -> None:
                 await previous_ended()
-                await self._update_step(row.id, **running)
+                await self._update_step(
+                    row.id,
+                    status=StepStatus.running,
+                    started_at=started,
+                    error=None,
+                    rendered_prompt=prompt,
+                )
 
             if self._written_lately():
                 # The step is marked running while its inputs are read and its image calls
@@ -731,6 +726,11 @@ class Runner:
                 "image_ids": list(self.style.image_ids),
             }
         return found
+
+
+def _plain_image(spec: StepSpec) -> bool:
+    """An image step without a loop: one whose calls all go out at once."""
+    return spec.kind is StepKind.image and spec.for_each is None
 
 
 async def settled(step: asyncio.Task[StepOutput]) -> None:
