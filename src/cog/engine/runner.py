@@ -263,7 +263,7 @@ class Runner:
                 steps.outputs.append(fanout.output_of(row))
                 continue
             after = steps.last()
-            if after is not None and not self._may_start_early(spec):
+            if after is not None and not _may_start_early(spec):
                 if (failed := await steps.settle()) is not None:
                     return failed
                 after = None
@@ -272,7 +272,7 @@ class Runner:
                 following is not None
                 and rows[index + 1].status not in done
                 and _plain_image(spec)
-                and self._may_start_early(following)
+                and _may_start_early(following)
             )
             calls_back = asyncio.Event() if early_next else None
             task = asyncio.create_task(
@@ -293,12 +293,6 @@ class Runner:
             if (failed := await steps.settle(but_last=not ended)) is not None:
                 return failed
         return await steps.settle()
-
-    def _may_start_early(self, spec: StepSpec) -> bool:
-        """Whether a step may start while the one before it still keeps its images: a plain
-        image step that reads nothing of the steps before it."""
-        refs = step_refs(spec.config) + item_refs(spec.config)
-        return _plain_image(spec) and branching.reads_no_step(spec, refs)
 
     async def _run_step(
         self,
@@ -731,6 +725,13 @@ class Runner:
 def _plain_image(spec: StepSpec) -> bool:
     """An image step without a loop: one whose calls all go out at once."""
     return spec.kind is StepKind.image and spec.for_each is None
+
+
+def _may_start_early(spec: StepSpec) -> bool:
+    """Whether a step may start while the one before it still keeps its images: a plain
+    image step that reads nothing of the steps before it."""
+    refs = step_refs(spec.config) + item_refs(spec.config)
+    return _plain_image(spec) and branching.reads_no_step(spec, refs)
 
 
 async def settled(step: asyncio.Task[StepOutput]) -> None:
