@@ -3,7 +3,8 @@
     uv run python bench/engine.py                 # SQLite (L = 200 ms, K = 5, N = 4, 5 repeats)
     uv run python bench/engine.py --postgres      # SQLite, then a throwaway PostgreSQL database
 
-Everything is Cog's own: the app from `create_app` behind httpx's ASGI transport, its embedded
+Everything is Cog's own: the app `cog serve` builds (`serving_app`) behind httpx's ASGI
+transport, on the event loop `cog serve` runs on (uvloop where installed), its embedded
 executor, the Gemini provider on the real `google-genai` SDK, talking HTTP to the fake Gemini
 server (`cog.testing.gemini_server.GeminiTestServer`) on loopback, which waits a fixed latency L
 before it answers each call. The fake server runs in a process of its own, as a remote API would
@@ -63,6 +64,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from cog import event_loop
+from cog.cli.serve import serving_app
 from cog.config import Settings
 from cog.db.migrate import upgrade
 from cog.db.session import make_engine
@@ -71,7 +74,6 @@ from cog.providers.gemini import GeminiProvider
 from cog.providers.retry import RetryPolicy
 from cog.testing.databases import throwaway_postgres
 from cog.testing.gemini_server import GeminiTestServer
-from cog.web.app import create_app
 
 console = Console(highlight=False)
 BASE_PROMPT = "a lighthouse on a cliff in a winter storm"
@@ -347,7 +349,7 @@ async def bench_database(
     ideal_ms = args.steps * waves * latency_ms
     poll_s = args.poll_ms / 1000
     say = f"[bold]{label}[/bold]:"
-    app = create_app(settings)
+    app = serving_app(settings)  # the app `cog serve` answers with
     bare = BareCalls(settings, args)
     try:
         async with (
@@ -620,4 +622,4 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

@@ -75,6 +75,7 @@ from rich.table import Table
 
 from bench.gallery import MB, noise_png, percentile, seed_gallery
 from bench.workers import clean_env, start_gemini
+from cog import event_loop
 from cog.config import Settings
 from cog.db.migrate import upgrade
 from cog.db.session import make_engine
@@ -864,9 +865,4 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:  # the loop `cog serve` runs on too (uvicorn's standard extras), so the client is lean
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    event_loop.run(main())  # the loop `cog serve` runs on too, so the client is lean

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cog import event_loop
 from cog.config import Settings, load_settings
 from cog.db import migrate
 from cog.errors import CogError
@@ -56,7 +56,7 @@ def run(work: Callable[[Context], Awaitable[T]]) -> T:
             return await work(ctx)
 
     try:
-        return asyncio.run(main())
+        return event_loop.run(main())
     except CogError as exc:
         fail(exc.message, 1)
 

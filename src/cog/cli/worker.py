@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated
 
 import typer
 
+from cog import event_loop
 from cog.cli.common import err, fail
 from cog.config import load_settings
 from cog.db import migrate
@@ -55,6 +55,6 @@ def worker(
             await runtime.stop()
 
     try:
-        asyncio.run(main())
+        event_loop.run(main())
     except CogError as exc:
         fail(exc.message, 1)
