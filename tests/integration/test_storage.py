@@ -5,6 +5,7 @@ Each test runs against both (`storage_kind`); what is checked is what a reader g
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import os
@@ -171,6 +172,28 @@ async def test_a_failed_put_leaves_no_object(object_store: ObjectStore) -> None:
     assert await object_store.size("images/ff/new.png") is None
     assert await object_store.get("images/ff/old.png") == b"the old version"
     assert await all_keys(object_store) == ["images/ff/old.png"]
+
+
+async def test_a_cancelled_put_leaves_no_object(object_store: ObjectStore) -> None:
+    """Puts cancelled at every moment, from before the write starts to after it has landed:
+    none leaves an object behind, whatever the store had done when the cancel came."""
+    data = os.urandom(300_000)
+    keys = [f"images/cc/{i}.png" for i in range(60)]
+    for i, key in enumerate(keys):
+        put = asyncio.ensure_future(object_store.put(key, data))
+        for _ in range(i % 4):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.0005 * (i % 6))
+        if put.done():  # it beat the cancel: a whole object, kept
+            await put
+            await object_store.delete(key)
+            continue
+        put.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await put
+        await asyncio.sleep(0.02)  # time for a write the cancel did not stop to land
+    await object_store.put("images/cc/kept.png", data)
+    assert await all_keys(object_store, "images/cc") == ["images/cc/kept.png"]
 
 
 # --- the local folder ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import anyio
 import obstore
 from obstore.exceptions import NotFoundError
 
@@ -37,7 +39,8 @@ class ObjectStore(Protocol):
     name: str
 
     async def put(self, key: str, data: bytes | IO[bytes] | Path) -> None:
-        """Write the whole object; readers never see a partial one."""
+        """Write the whole object; readers never see a partial one. A put that is cancelled
+        leaves no object under the key."""
 
     async def get(self, key: str) -> bytes: ...
 
@@ -69,8 +72,18 @@ class ObstoreStore:
     async def put(self, key: str, data: bytes | IO[bytes] | Path) -> None:
         if not isinstance(data, bytes | Path):
             data.seek(0)  # noqa: ASYNC240 - a seek on an open file, not path I/O
+        write = asyncio.ensure_future(obstore.put_async(self._store, key, data))
         try:
-            await obstore.put_async(self._store, key, data)
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # Cancelling the wait does not stop the write: obstore's own threads may finish it
+            # a moment later. It is seen to its end, then removed: a cancelled put leaves
+            # nothing behind, and every caller that cancels one may forget its key.
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(Exception):
+                    await write
+                await delete_quietly(self, key)
+            raise
         except Exception as exc:
             log.warning("writing %s to %s failed: %r", key, self.name, exc)
             raise StoreError(
