@@ -144,8 +144,9 @@ async def test_a_step_whose_run_was_taken_over_as_it_began_stops_its_calls_and_k
 ) -> None:
     """A step that follows one just written sends its calls while it is being marked running.
     The run taken over in between, that write finds it so: the calls are stopped, not waited
-    for, and nothing of the step is kept; the step before it stays as it was committed."""
-    prompts = ("{{ base_prompt }} first", "{{ base_prompt }} second")
+    for, and nothing of the step is kept; the step before it stays as it was committed. (The
+    second step reads the first, so it starts once the first has ended, and marks itself.)"""
+    prompts = ("{{ base_prompt }} first", "{{ base_prompt }} second{{ steps[0].text[:0] }}")
     job_id = await job_of_one_image_step(gemini_settings, count=2, prompts=prompts)
     cog = Runtime.build(gemini_settings)
     try:
@@ -192,6 +193,62 @@ async def test_a_step_whose_run_was_taken_over_as_it_began_stops_its_calls_and_k
         assert kept == [(first.id, first.rendered_prompt)] * 2
         files = [k for k in stored_keys(tmp_path / "storage") if k.startswith("images/")]
         assert sorted(f.split("/")[-1].split(".")[0] for f in files) == sorted(first.image_ids)
+    finally:
+        await cog.stop()
+
+
+async def test_a_run_taken_over_while_a_step_keeps_its_images_drops_the_next_steps_start(
+    gemini_settings: Settings, gemini: Any, tmp_path: Path
+) -> None:
+    """The step after one whose calls are back starts at once, and hands the write marking it
+    running to that one's closing transaction. The run taken over before that transaction,
+    neither step's writes are kept: no image, and the second step never shows as started."""
+    prompts = ("{{ base_prompt }} first", "{{ base_prompt }} second")
+    job_id = await job_of_one_image_step(gemini_settings, count=2, prompts=prompts)
+    cog = Runtime.build(gemini_settings)
+    try:
+        run_id = await claimed_run(cog, job_id, "old")
+        sessions = cog.sessions
+        taken = False
+
+        @contextlib.asynccontextmanager
+        async def sessions_taking_over_once_the_first_calls_are_back() -> AsyncIterator[
+            AsyncSession
+        ]:
+            """The runner's sessions; the first it opens after the first step's calls came
+            back (the one its images are committed in) is opened after the run was taken
+            over."""
+            nonlocal taken
+            firsts = [r for r in gemini.requests if r.prompt.endswith(" first")]
+            if not taken and len(firsts) == 2:
+                taken = True
+                await take_over(cog, run_id, "old", "new")
+            async with sessions() as session:
+                yield session
+
+        deps = dataclasses.replace(
+            cog.runner_deps(),
+            sessions=cast(Any, sessions_taking_over_once_the_first_calls_are_back),
+        )
+        with pytest.raises(BaseException) as raised:
+            await asyncio.wait_for(Runner(deps, run_id, claim="old").execute(), timeout=30)
+        assert taken and taken_over(raised.value), raised.value
+
+        async with cog.sessions() as session:
+            run = await session.get(JobRun, run_id)
+            assert run is not None
+            assert (run.status, run.claimed_by) == (RunStatus.running, "new")
+            first, second = await runs_db.step_runs(session, run_id)
+            kept = list(await session.scalars(sa.select(Image.id)))
+        assert first.rendered_prompt == "a fox in a misty forest at dawn first"
+        assert (first.status, first.image_ids) == (StepStatus.pending, [])
+        assert (second.status, second.started_at, second.rendered_prompt) == (
+            StepStatus.pending,
+            None,
+            None,
+        )
+        assert kept == []
+        assert [k for k in stored_keys(tmp_path / "storage") if k.startswith("images/")] == []
     finally:
         await cog.stop()
 

@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,11 +262,11 @@ class Runner:
             if row.status in done:  # resumed: done before
                 steps.outputs.append(fanout.output_of(row))
                 continue
-            after = steps.last()
+            after, handoff = steps.last()
             if after is not None and not _may_start_early(spec):
                 if (failed := await steps.settle()) is not None:
                     return failed
-                after = None
+                after = handoff = None
             following = specs[index + 1] if index + 1 < len(specs) else None
             early_next = (
                 following is not None
@@ -275,10 +275,22 @@ class Runner:
                 and _may_start_early(following)
             )
             calls_back = asyncio.Event() if early_next else None
+            hand_to = _Handoff() if early_next else None
             task = asyncio.create_task(
-                self._run_step(spec, row, list(steps.outputs), after=after, calls_back=calls_back)
+                self._handing_over(
+                    hand_to,
+                    self._run_step(
+                        spec,
+                        row,
+                        list(steps.outputs),
+                        after=after,
+                        handoff=handoff,
+                        calls_back=calls_back,
+                        hand_to=hand_to,
+                    ),
+                )
             )
-            steps.add(row, task)
+            steps.add(row, task, hand_to)
             waits: list[asyncio.Future[Any]] = [task]
             if calls_back is not None:
                 waits.append(asyncio.ensure_future(calls_back.wait()))
@@ -294,6 +306,22 @@ class Runner:
                 return failed
         return await steps.settle()
 
+    @staticmethod
+    async def _handing_over(
+        hand_to: _Handoff | None, step: Coroutine[Any, Any, StepOutput]
+    ) -> StepOutput:
+        """Run `step`; then answer the step after it, which offered its running write to this
+        one (`hand_to`), whether this one's closing transaction wrote it."""
+        if hand_to is None:
+            return await step
+        try:
+            output = await step
+        except BaseException:
+            hand_to.close(written=False)
+            raise
+        hand_to.close(written=True)
+        return output
+
     async def _run_step(
         self,
         spec: StepSpec,
@@ -301,11 +329,14 @@ class Runner:
         outputs: list[StepOutput],
         *,
         after: asyncio.Task[StepOutput] | None = None,
+        handoff: _Handoff | None = None,
         calls_back: asyncio.Event | None = None,
+        hand_to: _Handoff | None = None,
     ) -> StepOutput:
         """Run one step. With `after` (the step before, still keeping its images), every write
-        of this one waits for that one to end. `calls_back` is set once the step's model
-        calls have all come back."""
+        of this one waits for that one to end; the write marking this one running is offered
+        to that one (`handoff`), to go in its closing transaction. `calls_back` is set once the
+        step's model calls have all come back; `hand_to` takes the next step's offer."""
         started = row.started_at or utcnow()
         tally = _Tally.of(row)
         marking: asyncio.Task[None] | None = None
@@ -349,14 +380,18 @@ class Runner:
             prompt = self.styled(spec, prompt)
 
             async def mark_running() -> None:
+                running = {
+                    "status": StepStatus.running,
+                    "started_at": started,
+                    "error": None,
+                    "rendered_prompt": prompt,
+                }
+                if handoff is not None and await handoff.offer(row.id, running):
+                    self._written()  # with the step before, which has ended
+                    self.deps.notify(self.run_id)
+                    return
                 await previous_ended()
-                await self._update_step(
-                    row.id,
-                    status=StepStatus.running,
-                    started_at=started,
-                    error=None,
-                    rendered_prompt=prompt,
-                )
+                await self._update_step(row.id, **running)
 
             if self._written_lately():
                 # The step is marked running while its inputs are read and its image calls
@@ -374,7 +409,7 @@ class Runner:
                 output = await self._llm(spec, row, prompt, inputs, tally)
             else:
                 output, written = await self._images(
-                    spec, row, prompt, inputs, parents, tally, marking, calls_back
+                    spec, row, prompt, inputs, parents, tally, marking, calls_back, hand_to
                 )
             if marking is not None:
                 await marking
@@ -528,6 +563,7 @@ class Runner:
         tally: _Tally,
         marking: asyncio.Task[None] | None,
         calls_back: asyncio.Event | None = None,
+        hand_to: _Handoff | None = None,
     ) -> tuple[StepOutput, bool]:
         """The step's output, and whether its success is recorded already: the transaction of
         its last image records it, one write fewer (not so when a resumed step had them all).
@@ -558,6 +594,7 @@ class Runner:
             finish,
             marking=marking,
             calls_back=calls_back,
+            hand_to=hand_to,
         )
         return output(texts), bool(calls)
 
@@ -574,6 +611,7 @@ class Runner:
         *,
         marking: asyncio.Task[None] | None = None,
         calls_back: asyncio.Event | None = None,
+        hand_to: _Handoff | None = None,
     ) -> list[str]:
         """Make one image per call, all at once within the process's image slots, each kept
         and recorded (in `ledger`) as it arrives; answers what the model said with them.
@@ -582,7 +620,8 @@ class Runner:
         written in the same transaction as the last of them. With `marking`, the write that
         marks the step running, still under way: no image is kept before it is done, and
         when it fails the calls are stopped. `calls_back` is set once every call has come
-        back with its image."""
+        back with its image. `hand_to` holds the next step's running write, for the closing
+        transaction."""
         model = spec.model or self.deps.settings.image_model
         texts: list[str] = []
         waiting = len(calls)
@@ -593,10 +632,14 @@ class Runner:
             # The attempts so far go with each image: a step cut short and resumed still
             # counts the calls that brought the images it keeps.
             values = ledger.values() | tally.columns()
+            handed: tuple[uuid.UUID, dict[str, Any]] | None = None
             if finish is not None and (closing := finish(texts)) is not None:
                 values |= closing
+                handed = hand_to.take() if hand_to is not None else None
             await self._hold(session)
             await runs_db.update_step(session, row.id, values)
+            if handed is not None:
+                await runs_db.update_step(session, *handed)
 
         commits = ImageCommits(self.deps.sessions, self.deps.store, then=write_ledger)
 
@@ -750,13 +793,18 @@ class _Steps:
     def __init__(self) -> None:
         self.outputs: list[StepOutput] = []
         self._running: list[tuple[int, StepRun, asyncio.Task[StepOutput]]] = []
+        self._handoff: _Handoff | None = None
 
-    def add(self, row: StepRun, task: asyncio.Task[StepOutput]) -> None:
+    def add(self, row: StepRun, task: asyncio.Task[StepOutput], hand_to: _Handoff | None) -> None:
         self._running.append((len(self.outputs), row, task))
         self.outputs.append(StepOutput())  # its place, until it ends (no step after reads it)
+        self._handoff = hand_to
 
-    def last(self) -> asyncio.Task[StepOutput] | None:
-        return self._running[-1][2] if self._running else None
+    def last(self) -> tuple[asyncio.Task[StepOutput] | None, _Handoff | None]:
+        """The last step started, while it is still running, and what it takes from the next."""
+        if not self._running:
+            return None, None
+        return self._running[-1][2], self._handoff
 
     async def settle(self, *, but_last: bool = False) -> tuple[StepRun, StepFailed] | None:
         """Wait for every step still running (`but_last`: but the last one); their outputs
@@ -789,6 +837,46 @@ class _Steps:
             if not task.cancelled():
                 task.exception()  # seen: the error the run ends with is raised already
         self._running = []
+
+
+class _Handoff:
+    """The write marking a step running, offered to the step before it while that one keeps
+    its images: it goes in that one's closing transaction (one transaction fewer per step, and
+    the two changes are seen together). An offer that came too late, or a step before that did
+    not close in a transaction of its images, leaves the write to the step itself."""
+
+    def __init__(self) -> None:
+        self._offer: tuple[uuid.UUID, dict[str, Any]] | None = None
+        self._open = True
+        self._taken = False
+        self._outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    async def offer(self, step_id: uuid.UUID, values: dict[str, Any]) -> bool:
+        """Offer the step's running write; answers, once the step before has ended, whether
+        its closing transaction committed it."""
+        if not self._open:
+            return False
+        self._offer = (step_id, values)
+        try:
+            return await asyncio.shield(self._outcome)
+        except asyncio.CancelledError:
+            self._offer = None
+            raise
+
+    def take(self) -> tuple[uuid.UUID, dict[str, Any]] | None:
+        """In the closing transaction of the step before: the write offered, if any. No offer
+        is taken after this."""
+        self._open = False
+        offered, self._offer = self._offer, None
+        self._taken = offered is not None
+        return offered
+
+    def close(self, *, written: bool) -> None:
+        """The step before has ended; `written`: with its closing transaction committed."""
+        self._open = False
+        self._offer = None
+        if not self._outcome.done():
+            self._outcome.set_result(written and self._taken)
 
 
 async def marked(marking: asyncio.Task[None]) -> None:
