@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from cog.config import Settings
 from cog.db.models import Image, ImageVersion, Series
 from cog.db.session import SessionMaker, make_engine, make_sessionmaker
-from cog.services.image_commits import ImageCommits
+from cog.services.image_commits import ImageCommits, NewImage
 from cog.services.images import store_generated
 from cog.storage import ObjectStore
 from tests.conftest import stored_keys
@@ -65,7 +65,7 @@ async def keep(
     series_id: uuid.UUID,
     seed: int,
     **kwargs: Any,
-) -> Image:
+) -> NewImage:
     return await store_generated(
         store,
         settings,
@@ -112,7 +112,7 @@ async def test_images_ready_together_share_transactions_and_all_land(
     made = await asyncio.gather(
         *(keep(store, settings, group, series_id, seed) for seed in range(6))
     )
-    paths = {image.storage_path for image in made}
+    paths = {image["storage_path"] for image in made}
     assert len(paths) == 6
     assert await rows(sessions) == (paths, paths)
     assert files(settings) == paths
@@ -126,8 +126,8 @@ async def test_a_failed_transaction_keeps_no_file_and_no_row_of_any_image_in_it(
     group = ImageCommits(sessions, store)
     first = await keep(store, settings, group, series_id, 0)
 
-    async def refuse(_session: AsyncSession, image: Image) -> None:
-        if image.prompt == "image 3":
+    async def refuse(_session: AsyncSession, image: NewImage) -> None:
+        if image["prompt"] == "image 3":
             raise RuntimeError("the step's row could not be written")
 
     results = await asyncio.gather(
@@ -138,7 +138,7 @@ async def test_a_failed_transaction_keeps_no_file_and_no_row_of_any_image_in_it(
         return_exceptions=True,
     )
     failed = [r for r in results if isinstance(r, BaseException)]
-    kept = {r.storage_path for r in results if isinstance(r, Image)} | {first.storage_path}
+    kept = {r["storage_path"] for r in results if isinstance(r, dict)} | {first["storage_path"]}
     assert failed, "the refused image must fail"
     # Whatever shared the refused image's transaction failed with it; the rest stayed whole.
     assert await rows(sessions) == (kept, kept)
@@ -162,8 +162,8 @@ class Gates:
             self.entered[key].set()
             await self.release[key].wait()
 
-    async def __call__(self, _session: AsyncSession, image: Image) -> None:
-        await self.passing(image.prompt)
+    async def __call__(self, _session: AsyncSession, image: NewImage) -> None:
+        await self.passing(image["prompt"])
 
 
 async def test_an_image_cancelled_while_its_rows_commit_keeps_both(
@@ -282,7 +282,7 @@ async def test_a_transaction_waits_for_the_images_still_being_written_to_join_it
     group = ImageCommits(sessions, held)  # type: ignore[arg-type]
     commits_seen.clear()
 
-    async def make(data: bytes, prompt: str) -> Image:
+    async def make(data: bytes, prompt: str) -> NewImage:
         return await store_generated(
             held,  # type: ignore[arg-type]
             settings,
@@ -307,7 +307,7 @@ async def test_a_transaction_waits_for_the_images_still_being_written_to_join_it
     made = await asyncio.gather(first, second)
     with pytest.raises(Exception, match=r"(?i)image"):
         await broken
-    paths = {image.storage_path for image in made}
+    paths = {image["storage_path"] for image in made}
     assert await rows(sessions) == (paths, paths)
     assert files(settings) == paths
     assert len(commits_seen) == 1

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Sequence
+import functools
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -27,22 +28,22 @@ class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def insert_new(session: AsyncSession, rows: Sequence[Base]) -> Awaitable[Any]:
-    """Insert new objects of one class, built alike, in one Core statement: the ORM's unit of
-    work does the same with several times the work where a run stores its images.
+def insert_rows(
+    session: AsyncSession, model: type[Base], rows: Sequence[Mapping[str, Any]]
+) -> Awaitable[Any]:
+    """Insert new rows of `model`, given as values by attribute name (the same names in each),
+    in one Core statement: the ORM's unit of work does the same with several times the work
+    where a run stores its images. A column no row names gets its default."""
+    statement, columns = _insert_of(model)
+    return session.execute(statement, [{columns[k]: v for k, v in row.items()} for row in rows])
 
-    The objects stay unattached to the session; a column none of them set gets its default.
-    """
-    mapper = sa.inspect(type(rows[0]))
-    values = [
-        {
-            attr.columns[0].key: row.__dict__[attr.key]
-            for attr in mapper.column_attrs
-            if attr.key in row.__dict__
-        }
-        for row in rows
-    ]
-    return session.execute(sa.insert(cast(sa.Table, mapper.local_table)), values)
+
+@functools.cache
+def _insert_of(model: type[Base]) -> tuple[sa.Insert, dict[str, str]]:
+    """The model's INSERT, and its column names by attribute name (`meta` is `metadata`)."""
+    mapper = sa.inspect(model)
+    columns = {attr.key: attr.columns[0].key for attr in mapper.column_attrs}
+    return sa.insert(cast(sa.Table, mapper.local_table)), columns
 
 
 def utcnow() -> dt.datetime:

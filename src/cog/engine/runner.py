@@ -45,7 +45,7 @@ from cog.providers.base import (
     Usage,
 )
 from cog.services import images as images_service
-from cog.services.image_commits import ImageCommits
+from cog.services.image_commits import ImageCommits, NewImage
 from cog.storage import ObjectStore, StoredObjectMissing
 
 log = logging.getLogger(__name__)
@@ -710,12 +710,12 @@ class Runner:
         """
         mine: list[str] = []
 
-        async def record(session: Any, image: Image) -> None:
-            mine.append(str(image.id))
+        async def record(session: Any, image: NewImage) -> None:
+            mine.append(str(image["id"]))
             ledger.add(call, mine[0])  # the step's row is written once the transaction has all
             # A new image is its own version 1, whose id is the image's.
             await lineage_db.record(
-                session, child_image_id=image.id, child_version_id=image.id, parents=parents
+                session, child_image_id=image["id"], child_version_id=image["id"], parents=parents
             )
 
         try:

@@ -17,19 +17,22 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cog.db.base import insert_new
+from cog.db.base import insert_rows
 from cog.db.models import Image, ImageVersion
 from cog.db.session import SessionMaker
 from cog.storage import ObjectStore
 from cog.storage.base import delete_quietly
 
+# A new row's values by attribute name (an image's, or its first version's).
+NewImage = dict[str, Any]
 # Changes more rows in the image's transaction (a run records the image on its step there, so
 # an image is never stored without being counted, nor counted twice).
-BeforeCommit = Callable[[AsyncSession, Image], Awaitable[None]]
+BeforeCommit = Callable[[AsyncSession, NewImage], Awaitable[None]]
 # Runs once in each transaction, after every image's `BeforeCommit` (the step's own row, written
 # once with all its images rather than once per image).
 Then = Callable[[AsyncSession], Awaitable[None]]
@@ -37,8 +40,8 @@ Then = Callable[[AsyncSession], Awaitable[None]]
 
 @dataclass
 class _Entry:
-    image: Image
-    version: ImageVersion
+    image: NewImage
+    version: NewImage
     before_commit: BeforeCommit | None
     outcome: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -76,8 +79,8 @@ class ImageCommits:
 
     async def commit(
         self,
-        image: Image,
-        version: ImageVersion,
+        image: NewImage,
+        version: NewImage,
         files: list[str],
         before_commit: BeforeCommit | None = None,
     ) -> None:
@@ -117,8 +120,8 @@ class ImageCommits:
     async def _commit(self, batch: list[_Entry]) -> None:
         try:
             async with self._sessions() as session:
-                await insert_new(session, [entry.image for entry in batch])
-                await insert_new(session, [entry.version for entry in batch])
+                await insert_rows(session, Image, [entry.image for entry in batch])
+                await insert_rows(session, ImageVersion, [entry.version for entry in batch])
                 for entry in batch:
                     if entry.before_commit is not None:
                         await entry.before_commit(session, entry.image)

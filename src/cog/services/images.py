@@ -13,7 +13,7 @@ import sys
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
@@ -38,7 +38,7 @@ from cog.imaging import (
 )
 from cog.providers.base import InputImage
 from cog.services import series as series_service
-from cog.services.image_commits import BeforeCommit, ImageCommits
+from cog.services.image_commits import BeforeCommit, ImageCommits, NewImage
 from cog.storage import ObjectStore, StoredObjectMissing
 from cog.storage.base import delete_quietly
 from cog.storage.keys import image_key, thumbnail_key
@@ -235,63 +235,80 @@ async def store_generated(
     run_id: uuid.UUID | None = None,
     step_id: uuid.UUID | None = None,
     before_commit: BeforeCommit | None = None,
-) -> Image:
+) -> NewImage:
     """Verify and keep an image a model made, with its provenance. Commits (through `commits`,
     with the other images ready at the same moment): the file and the rows stay, or neither.
+    Answers the image's columns as committed.
     """
     with commits.preparing():  # the next transaction waits for this image to join it
         # The thumbnail is made on first request: a run should not wait for it.
         verified = await verify(settings, io.BytesIO(data), thumbnail=False)
-        image = Image(
-            id=uuid.uuid4(),
-            series_id=series_id,
-            source=ImageSource.generated,
-            original_filename=None,
-            mime_type=verified.info.mime_type,
-            width=verified.info.width,
-            height=verified.info.height,
-            size_bytes=verified.info.size_bytes,
-            sha256=verified.info.sha256,
-            prompt=prompt,
-            model=model,
-            provider=provider,
-            meta=metadata,
-            job_id=job_id,
-            run_id=run_id,
-            step_id=step_id,
-            tags=[],
-            version=1,
-        )
-        image.storage_path = image_key(image.id, verified.info.extension)
-        await store.put(image.storage_path, data)
-    await commits.commit(image, first_version(image), [image.storage_path], before_commit)
+        image_id = uuid.uuid4()
+        # Plain values, not ORM objects: a run builds a few per step, and the rows go in
+        # through one Core statement per table anyway.
+        image: NewImage = {
+            "id": image_id,
+            "series_id": series_id,
+            "source": ImageSource.generated,
+            "storage_path": image_key(image_id, verified.info.extension),
+            "original_filename": None,
+            "mime_type": verified.info.mime_type,
+            "width": verified.info.width,
+            "height": verified.info.height,
+            "size_bytes": verified.info.size_bytes,
+            "sha256": verified.info.sha256,
+            "prompt": prompt,
+            "model": model,
+            "provider": provider,
+            "meta": metadata,
+            "job_id": job_id,
+            "run_id": run_id,
+            "step_id": step_id,
+            "created_at": utcnow(),
+            "tags": [],
+            "version": 1,
+        }
+        await store.put(image["storage_path"], data)
+    await commits.commit(image, first_version_values(image), [image["storage_path"]], before_commit)
     return image
+
+
+# What version 1 of a new image copies from it: its file and its provenance.
+_FIRST_VERSION_COPIES = (
+    "source",
+    "storage_path",
+    "original_filename",
+    "mime_type",
+    "width",
+    "height",
+    "size_bytes",
+    "sha256",
+    "prompt",
+    "model",
+    "provider",
+    "meta",
+    "job_id",
+    "run_id",
+    "step_id",
+    "created_at",
+)
+
+
+def first_version_values(image: Mapping[str, Any]) -> NewImage:
+    """Version 1 of a new image (given by its columns), under the image's id."""
+    return {
+        "id": image["id"],
+        "image_id": image["id"],
+        "number": 1,
+        **{name: image[name] for name in _FIRST_VERSION_COPIES},
+    }
 
 
 def first_version(image: Image) -> ImageVersion:
     """Version 1 of a new image: its file and provenance as they are, under the image's id."""
     image.created_at = image.created_at or utcnow()
-    return ImageVersion(
-        id=image.id,
-        image_id=image.id,
-        number=1,
-        source=image.source,
-        storage_path=image.storage_path,
-        original_filename=image.original_filename,
-        mime_type=image.mime_type,
-        width=image.width,
-        height=image.height,
-        size_bytes=image.size_bytes,
-        sha256=image.sha256,
-        prompt=image.prompt,
-        model=image.model,
-        provider=image.provider,
-        meta=image.meta,
-        job_id=image.job_id,
-        run_id=image.run_id,
-        step_id=image.step_id,
-        created_at=image.created_at,
-    )
+    copied = {name: getattr(image, name) for name in ("id", *_FIRST_VERSION_COPIES)}
+    return ImageVersion(**first_version_values(copied))
 
 
 async def _persist(
