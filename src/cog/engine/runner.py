@@ -195,7 +195,9 @@ class Runner:
         return asyncio.get_running_loop().time() - self._written_at < lately
 
     async def _finish_run(self, status: RunStatus, error: str | None = None) -> None:
-        await finish_run(self.deps, self.run_id, status, error, claim=self.claim)
+        await finish_run(
+            self.deps, self.run_id, status, error, claim=self.claim, batch_id=self.batch_id
+        )
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -216,6 +218,7 @@ class Runner:
         self.base_prompt = run.base_prompt
         self.style = StyleSnapshot.of(run.style)
         self.input_image_id = run.input_image_id
+        self.batch_id = run.batch_id
         self.input: InputContext | None = None
         if run.batch_id is not None:
             if run.input_image_id not in inputs:
@@ -908,6 +911,13 @@ def _success(output: StepOutput, tally: _Tally) -> dict[str, Any]:
     }
 
 
+class _LookUp:
+    """A run's batch not known to the caller: `finish_run` reads it."""
+
+
+_LOOK_UP = _LookUp()
+
+
 async def finish_run(
     deps: RunnerDeps,
     run_id: uuid.UUID,
@@ -915,12 +925,15 @@ async def finish_run(
     error: str | None = None,
     *,
     claim: str | None = None,
+    batch_id: uuid.UUID | _LookUp | None = _LOOK_UP,
 ) -> None:
     """End a run; steps that never started are cancelled (on a cancel) or skipped. A run of a
-    batch settles its batch in the same transaction (it may have been the last one). With a
-    `claim`, only while the run is held under it (else `RunTakenOver`, nothing written)."""
+    batch (`batch_id`, looked up unless given) settles its batch in the same transaction (it
+    may have been the last one). With a `claim`, only while the run is held under it (else
+    `RunTakenOver`, nothing written)."""
     async with deps.sessions() as session:
-        batch_id = await runs_db.batch_of(session, run_id)
+        if isinstance(batch_id, _LookUp):
+            batch_id = await runs_db.batch_of(session, run_id)
         if batch_id is not None:
             await batches_db.lock(session, batch_id)
         ending = sa.update(JobRun).where(JobRun.id == run_id)
@@ -931,15 +944,16 @@ async def finish_run(
         )
         if claim is not None and not ended.rowcount:  # type: ignore[attr-defined]
             raise RunTakenOver(f"run {run_id} is no longer held by {claim}")
-        leftover = StepStatus.cancelled if status is RunStatus.cancelled else StepStatus.skipped
-        await session.execute(
-            sa.update(StepRun)
-            .where(
-                StepRun.run_id == run_id,
-                StepRun.status.in_([StepStatus.pending, StepStatus.running]),
+        if status is not RunStatus.succeeded:  # a run succeeds once every step has ended
+            leftover = StepStatus.cancelled if status is RunStatus.cancelled else StepStatus.skipped
+            await session.execute(
+                sa.update(StepRun)
+                .where(
+                    StepRun.run_id == run_id,
+                    StepRun.status.in_([StepStatus.pending, StepStatus.running]),
+                )
+                .values(status=leftover)
             )
-            .values(status=leftover)
-        )
         if batch_id is not None:
             await batches_db.settle(session, batch_id)
         await session.commit()
