@@ -72,23 +72,29 @@ class RunExecutor:
         task.cancel()
         return True
 
-    async def run_claimed(self, run_id: uuid.UUID) -> RunStatus | None:
-        """Execute a run this executor has claimed, in the caller's task."""
+    async def run_claimed(
+        self, run_id: uuid.UUID, claimed_at: float | None = None
+    ) -> RunStatus | None:
+        """Execute a run this executor has claimed (at `claimed_at`, the loop's clock, when
+        the caller knows), in the caller's task."""
         task = asyncio.current_task()
         assert task is not None
         self._tasks[run_id] = task
         try:
-            return await self._execute(run_id)
+            return await self._execute(run_id, claimed_at)
         finally:
             self._tasks.pop(run_id, None)
             self._cancel_requested.discard(run_id)
 
-    async def _execute(self, run_id: uuid.UUID) -> RunStatus | None:
+    async def _execute(
+        self, run_id: uuid.UUID, claimed_at: float | None = None
+    ) -> RunStatus | None:
         me = asyncio.current_task()
         assert me is not None
         beat = asyncio.create_task(self._heartbeat(run_id, me))
         try:
-            return await Runner(self.deps, run_id, claim=self.name).execute()
+            runner = Runner(self.deps, run_id, claim=self.name, claimed_at=claimed_at)
+            return await runner.execute()
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._after_cancel(run_id))
@@ -251,10 +257,10 @@ class EmbeddedExecutor(RunExecutor):
             candidates = await runs_db.queued(session, free, batch_limit=limit)
             for run_id in candidates:
                 if await runs_db.claim(session, run_id, self.name, batch_limit=limit):
-                    self._spawn(run_id)
+                    self._spawn(run_id, asyncio.get_running_loop().time())
 
-    def _spawn(self, run_id: uuid.UUID) -> None:
-        task = asyncio.create_task(self._execute(run_id), name=f"cog-run-{run_id}")
+    def _spawn(self, run_id: uuid.UUID, claimed_at: float) -> None:
+        task = asyncio.create_task(self._execute(run_id, claimed_at), name=f"cog-run-{run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _t: self._done(run_id))
 

@@ -158,16 +158,24 @@ class _Tally:
 
 
 class Runner:
-    """Executes the run `run_id`. With a `claim` (the name it was claimed under), every write
-    first checks in the same transaction that the run is still held under it, and raises
-    `RunTakenOver` if not: a runner that lost its run never writes over the one resuming it."""
+    """Executes the run `run_id`. With a `claim` (the name it was claimed under, at
+    `claimed_at` on the loop's clock when known), every write first checks in the same
+    transaction that the run is still held under it, and raises `RunTakenOver` if not: a
+    runner that lost its run never writes over the one resuming it."""
 
-    def __init__(self, deps: RunnerDeps, run_id: uuid.UUID, claim: str | None = None) -> None:
+    def __init__(
+        self,
+        deps: RunnerDeps,
+        run_id: uuid.UUID,
+        claim: str | None = None,
+        claimed_at: float | None = None,
+    ) -> None:
         self.deps = deps
         self.run_id = run_id
         self.claim = claim
-        # When the database last took a write of the run (the event loop's clock).
-        self._written_at: float | None = None
+        # When the database last took a write of the run (the event loop's clock): the claim
+        # that handed it here is one.
+        self._written_at: float | None = claimed_at
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -402,7 +410,7 @@ class Runner:
                 # (the run was taken over after all, or the step before failed), the calls
                 # are stopped and nothing is kept.
                 marking = asyncio.create_task(mark_running())
-            else:  # the first step, or after a long one: no call before the claim is checked
+            else:  # long after the claim or the last write: no call before the hold is checked
                 await mark_running()
             inputs, parents = await self._input_images(spec, outputs)
             written = False

@@ -174,8 +174,9 @@ class QueueWorker:
                 # Upkeep queues a job for it again if it is still queued (its batch was full).
                 log.info("run %s is not queued, or its batch is at its limit; not now", run_id)
                 return
+        claimed_at = asyncio.get_running_loop().time()
         log.info("run %s claimed by %s", run_id, self.name)
-        status = await self.executor.run_claimed(run_id)
+        status = await self.executor.run_claimed(run_id, claimed_at)
         if status is None:
             log.info("run %s left %s unfinished; it resumes later", run_id, self.name)
         else:
