@@ -25,7 +25,7 @@ from cog.db.base import utcnow
 from cog.db.models import Image, JobRun
 from cog.domain import RunStatus, StepStatus
 from cog.engine.recovery import recover_stale_runs
-from cog.engine.runner import Runner, taken_over
+from cog.engine.runner import Runner, mark_cancelled, taken_over
 from cog.runtime import Runtime
 from cog.services import runs as runs_service
 from cog.web.app import create_app
@@ -249,6 +249,34 @@ async def test_a_run_taken_over_while_a_step_keeps_its_images_drops_the_next_ste
         )
         assert kept == []
         assert [k for k in stored_keys(tmp_path / "storage") if k.startswith("images/")] == []
+    finally:
+        await cog.stop()
+
+
+async def test_a_run_ends_with_its_last_step_and_a_late_cancel_leaves_it_so(
+    gemini_settings: Settings,
+) -> None:
+    """The run may end in its last step's closing transaction, before its runner returns. A
+    cancel landing after that write (the executor records one when its task is cancelled)
+    leaves the run as it ended."""
+    prompts = ("{{ base_prompt }} first", "{{ base_prompt }} second")
+    job_id = await job_of_one_image_step(gemini_settings, count=2, prompts=prompts)
+    cog = Runtime.build(gemini_settings)
+    try:
+        run_id = await claimed_run(cog, job_id, "here")
+        deps = cog.runner_deps()
+        assert await Runner(deps, run_id, claim="here").execute() is RunStatus.succeeded
+        await mark_cancelled(deps, run_id)
+
+        async with cog.sessions() as session:
+            run = await session.get(JobRun, run_id)
+            assert run is not None
+            first, second = await runs_db.step_runs(session, run_id)
+        assert (run.status, run.error, run.claimed_by) == (RunStatus.succeeded, None, None)
+        assert [first.status, second.status] == [StepStatus.succeeded] * 2
+        assert run.finished_at is not None and second.finished_at is not None
+        assert run.finished_at >= second.finished_at
+        assert len(second.image_ids) == 2
     finally:
         await cog.stop()
 

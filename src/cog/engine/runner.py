@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,6 +203,10 @@ class Runner:
         lately = self.deps.settings.run_stale_after_s / 4
         return asyncio.get_running_loop().time() - self._written_at < lately
 
+    async def _end_run(self, session: AsyncSession) -> None:
+        """In the last step's closing transaction: the run has succeeded."""
+        await end_run(session, self.run_id, RunStatus.succeeded, claim=self.claim, batch_id=None)
+
     async def _finish_run(self, status: RunStatus, error: str | None = None) -> None:
         await finish_run(
             self.deps, self.run_id, status, error, claim=self.claim, batch_id=self.batch_id
@@ -227,6 +232,7 @@ class Runner:
         self.style = StyleSnapshot.of(run.style)
         self.input_image_id = run.input_image_id
         self.batch_id = run.batch_id
+        self.ending: _Handoff | None = None
         self.input: InputContext | None = None
         if run.batch_id is not None:
             if run.input_image_id not in inputs:
@@ -255,7 +261,10 @@ class Runner:
             row, exc = failed
             await self._finish_run(RunStatus.failed, f"Step {row.position} failed: {exc.message}")
             return RunStatus.failed
-        await self._finish_run(RunStatus.succeeded)
+        if self.ending is not None and self.ending.was_written:
+            self.deps.notify(self.run_id)
+        else:
+            await self._finish_run(RunStatus.succeeded)
         return RunStatus.succeeded
 
     async def _run_steps(
@@ -287,6 +296,11 @@ class Runner:
             )
             calls_back = asyncio.Event() if early_next else None
             hand_to = _Handoff() if early_next else None
+            if following is None and _plain_image(spec) and self.batch_id is None:
+                # The run ends in the last step's closing transaction (a run of a batch settles
+                # its batch too: that one ends on its own).
+                hand_to = self.ending = _Handoff()
+                hand_to.offer(self._end_run)
             task = asyncio.create_task(
                 self._handing_over(
                     hand_to,
@@ -397,7 +411,8 @@ class Runner:
                     "error": None,
                     "rendered_prompt": prompt,
                 }
-                if handoff is not None and await handoff.offer(row.id, running):
+                write = functools.partial(runs_db.update_step, step_id=row.id, values=running)
+                if handoff is not None and handoff.offer(write) and await handoff.written():
                     self._written()  # with the step before, which has ended
                     self.deps.notify(self.run_id)
                     return
@@ -643,14 +658,14 @@ class Runner:
             # The attempts so far go with each image: a step cut short and resumed still
             # counts the calls that brought the images it keeps.
             values = ledger.values() | tally.columns()
-            handed: tuple[uuid.UUID, dict[str, Any]] | None = None
+            handed: Write | None = None
             if finish is not None and (closing := finish(texts)) is not None:
                 values |= closing
                 handed = hand_to.take() if hand_to is not None else None
             await self._hold(session)
             await runs_db.update_step(session, row.id, values)
             if handed is not None:
-                await runs_db.update_step(session, *handed)
+                await handed(session)
 
         commits = ImageCommits(self.deps.sessions, self.deps.store, then=write_ledger)
 
@@ -850,42 +865,55 @@ class _Steps:
         self._running = []
 
 
+# A write that goes in another's transaction.
+Write = Callable[[AsyncSession], Awaitable[None]]
+
+
 class _Handoff:
-    """The write marking a step running, offered to the step before it while that one keeps
-    its images: it goes in that one's closing transaction (one transaction fewer per step, and
-    the two changes are seen together). An offer that came too late, or a step before that did
-    not close in a transaction of its images, leaves the write to the step itself."""
+    """A write handed to a step that keeps its images, to go in that step's closing
+    transaction: the write marking the next step running (offered by that step, which started
+    early), or the end of the run (after its last step). One transaction fewer, and the changes
+    are seen together. An offer that came too late, or a step that did not close in a
+    transaction of its images, leaves the write to its owner."""
 
     def __init__(self) -> None:
-        self._offer: tuple[uuid.UUID, dict[str, Any]] | None = None
+        self._write: Write | None = None
         self._open = True
         self._taken = False
         self._outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
-    async def offer(self, step_id: uuid.UUID, values: dict[str, Any]) -> bool:
-        """Offer the step's running write; answers, once the step before has ended, whether
-        its closing transaction committed it."""
+    def offer(self, write: Write) -> bool:
+        """Hand `write` over; False when the closing transaction has begun already."""
         if not self._open:
             return False
-        self._offer = (step_id, values)
+        self._write = write
+        return True
+
+    async def written(self) -> bool:
+        """Once the step has ended: whether its closing transaction committed the write. A
+        cancelled wait withdraws the write, unless its transaction has it already."""
         try:
             return await asyncio.shield(self._outcome)
         except asyncio.CancelledError:
-            self._offer = None
+            self._write = None
             raise
 
-    def take(self) -> tuple[uuid.UUID, dict[str, Any]] | None:
-        """In the closing transaction of the step before: the write offered, if any. No offer
-        is taken after this."""
+    @property
+    def was_written(self) -> bool:
+        return self._outcome.done() and self._outcome.result()
+
+    def take(self) -> Write | None:
+        """In the step's closing transaction: the write handed over, if any. No offer is taken
+        after this."""
         self._open = False
-        offered, self._offer = self._offer, None
+        offered, self._write = self._write, None
         self._taken = offered is not None
         return offered
 
     def close(self, *, written: bool) -> None:
-        """The step before has ended; `written`: with its closing transaction committed."""
+        """The step has ended; `written`: with its closing transaction committed."""
         self._open = False
-        self._offer = None
+        self._write = None
         if not self._outcome.done():
             self._outcome.set_result(written and self._taken)
 
@@ -940,32 +968,48 @@ async def finish_run(
     may have been the last one). With a `claim`, only while the run is held under it (else
     `RunTakenOver`, nothing written)."""
     async with deps.sessions() as session:
-        if isinstance(batch_id, _LookUp):
-            batch_id = await runs_db.batch_of(session, run_id)
-        if batch_id is not None:
-            await batches_db.lock(session, batch_id)
-        ending = sa.update(JobRun).where(JobRun.id == run_id)
-        if claim is not None:
-            ending = ending.where(JobRun.claimed_by == claim, JobRun.status == RunStatus.running)
-        ended = await session.execute(
-            ending.values(status=status, error=error, finished_at=utcnow(), claimed_by=None)
-        )
-        if claim is not None and not ended.rowcount:  # type: ignore[attr-defined]
-            raise RunTakenOver(f"run {run_id} is no longer held by {claim}")
-        if status is not RunStatus.succeeded:  # a run succeeds once every step has ended
-            leftover = StepStatus.cancelled if status is RunStatus.cancelled else StepStatus.skipped
-            await session.execute(
-                sa.update(StepRun)
-                .where(
-                    StepRun.run_id == run_id,
-                    StepRun.status.in_([StepStatus.pending, StepStatus.running]),
-                )
-                .values(status=leftover)
-            )
-        if batch_id is not None:
-            await batches_db.settle(session, batch_id)
+        await end_run(session, run_id, status, error, claim=claim, batch_id=batch_id)
         await session.commit()
     deps.notify(run_id)
+
+
+async def end_run(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    status: RunStatus,
+    error: str | None = None,
+    *,
+    claim: str | None = None,
+    batch_id: uuid.UUID | _LookUp | None = _LOOK_UP,
+) -> None:
+    """`finish_run` in the caller's transaction, which commits."""
+    if isinstance(batch_id, _LookUp):
+        batch_id = await runs_db.batch_of(session, run_id)
+    if batch_id is not None:
+        await batches_db.lock(session, batch_id)
+    # A run that has ended stays as it ended (a cancel may come just after its last write).
+    ending = sa.update(JobRun).where(
+        JobRun.id == run_id, JobRun.status.in_([RunStatus.queued, RunStatus.running])
+    )
+    if claim is not None:
+        ending = ending.where(JobRun.claimed_by == claim, JobRun.status == RunStatus.running)
+    ended = await session.execute(
+        ending.values(status=status, error=error, finished_at=utcnow(), claimed_by=None)
+    )
+    if claim is not None and not ended.rowcount:  # type: ignore[attr-defined]
+        raise RunTakenOver(f"run {run_id} is no longer held by {claim}")
+    if status is not RunStatus.succeeded:  # a run succeeds once every step has ended
+        leftover = StepStatus.cancelled if status is RunStatus.cancelled else StepStatus.skipped
+        await session.execute(
+            sa.update(StepRun)
+            .where(
+                StepRun.run_id == run_id,
+                StepRun.status.in_([StepStatus.pending, StepStatus.running]),
+            )
+            .values(status=leftover)
+        )
+    if batch_id is not None:
+        await batches_db.settle(session, batch_id)
 
 
 async def mark_cancelled(deps: RunnerDeps, run_id: uuid.UUID) -> None:
