@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -60,6 +60,35 @@ async def take_over(cog: Runtime, run_id: uuid.UUID, old: str, new: str) -> None
     async with cog.sessions() as session:
         assert await runs_db.release(session, run_id, old)
         assert await runs_db.claim(session, run_id, new, batch_limit=2)
+
+
+async def run_taken_over_when(
+    cog: Runtime, run_id: uuid.UUID, when: Callable[[], Awaitable[bool]]
+) -> None:
+    """Execute the run held by "old"; the first session its runner opens once `when()` holds
+    is opened after "new" took the run over. The runner stops for that, and the run stays
+    with "new"."""
+    sessions = cog.sessions
+    taken = False
+
+    @contextlib.asynccontextmanager
+    async def sessions_taking_over() -> AsyncIterator[AsyncSession]:
+        nonlocal taken
+        if not taken and await when():
+            taken = True
+            await take_over(cog, run_id, "old", "new")
+        async with sessions() as session:
+            yield session
+
+    deps = dataclasses.replace(cog.runner_deps(), sessions=cast(Any, sessions_taking_over))
+    with pytest.raises(BaseException) as raised:
+        await asyncio.wait_for(Runner(deps, run_id, claim="old").execute(), timeout=30)
+    assert taken, "the run was not taken over"
+    assert taken_over(raised.value), raised.value
+    async with cog.sessions() as session:
+        run = await session.get(JobRun, run_id)
+        assert run is not None
+        assert (run.status, run.claimed_by) == (RunStatus.running, "new")
 
 
 async def step_status(cog: Runtime, run_id: uuid.UUID) -> str:
@@ -151,36 +180,19 @@ async def test_a_step_whose_run_was_taken_over_as_it_began_stops_its_calls_and_k
     cog = Runtime.build(gemini_settings)
     try:
         run_id = await claimed_run(cog, job_id, "old")
-        sessions = cog.sessions
-        taken = False
 
-        @contextlib.asynccontextmanager
-        async def sessions_taking_over_after_the_first_step() -> AsyncIterator[AsyncSession]:
-            """The runner's sessions; the first it opens once the first step is written is
-            opened after the run was taken over."""
-            nonlocal taken
-            if not taken:
-                async with sessions() as session:
-                    first = (await runs_db.step_runs(session, run_id))[0]
-                if first.status == StepStatus.succeeded:
-                    taken = True
-                    # The second step's calls take long; the runner must not wait for them.
-                    gemini.latency_s = 60.0
-                    await take_over(cog, run_id, "old", "new")
-            async with sessions() as session:
-                yield session
+        async def first_step_written() -> bool:
+            async with cog.sessions() as session:
+                first = (await runs_db.step_runs(session, run_id))[0]
+            if first.status != StepStatus.succeeded:
+                return False
+            # The second step's calls take long; the runner must not wait for them.
+            gemini.latency_s = 60.0
+            return True
 
-        deps = dataclasses.replace(
-            cog.runner_deps(), sessions=cast(Any, sessions_taking_over_after_the_first_step)
-        )
-        with pytest.raises(BaseException) as raised:
-            await asyncio.wait_for(Runner(deps, run_id, claim="old").execute(), timeout=30)
-        assert taken_over(raised.value), raised.value
+        await run_taken_over_when(cog, run_id, first_step_written)
 
         async with cog.sessions() as session:
-            run = await session.get(JobRun, run_id)
-            assert run is not None
-            assert (run.status, run.claimed_by) == (RunStatus.running, "new")
             first, second = await runs_db.step_runs(session, run_id)
             made = await session.scalars(sa.select(Image).order_by(Image.created_at))
             kept = [(image.step_id, image.prompt) for image in made]
@@ -208,36 +220,15 @@ async def test_a_run_taken_over_while_a_step_keeps_its_images_drops_the_next_ste
     cog = Runtime.build(gemini_settings)
     try:
         run_id = await claimed_run(cog, job_id, "old")
-        sessions = cog.sessions
-        taken = False
 
-        @contextlib.asynccontextmanager
-        async def sessions_taking_over_once_the_first_calls_are_back() -> AsyncIterator[
-            AsyncSession
-        ]:
-            """The runner's sessions; the first it opens after the first step's calls came
-            back (the one its images are committed in) is opened after the run was taken
-            over."""
-            nonlocal taken
-            firsts = [r for r in gemini.requests if r.prompt.endswith(" first")]
-            if not taken and len(firsts) == 2:
-                taken = True
-                await take_over(cog, run_id, "old", "new")
-            async with sessions() as session:
-                yield session
+        async def first_calls_back() -> bool:
+            """Once the first step's calls came back, the next session is the one its images
+            are committed in."""
+            return len([r for r in gemini.requests if r.prompt.endswith(" first")]) == 2
 
-        deps = dataclasses.replace(
-            cog.runner_deps(),
-            sessions=cast(Any, sessions_taking_over_once_the_first_calls_are_back),
-        )
-        with pytest.raises(BaseException) as raised:
-            await asyncio.wait_for(Runner(deps, run_id, claim="old").execute(), timeout=30)
-        assert taken and taken_over(raised.value), raised.value
+        await run_taken_over_when(cog, run_id, first_calls_back)
 
         async with cog.sessions() as session:
-            run = await session.get(JobRun, run_id)
-            assert run is not None
-            assert (run.status, run.claimed_by) == (RunStatus.running, "new")
             first, second = await runs_db.step_runs(session, run_id)
             kept = list(await session.scalars(sa.select(Image.id)))
         assert first.rendered_prompt == "a fox in a misty forest at dawn first"

@@ -20,7 +20,14 @@ from cog.db import runs as runs_db
 from cog.db.session import unreachable
 from cog.domain import RunStatus
 from cog.engine.recovery import recover_stale_runs
-from cog.engine.runner import Runner, RunnerDeps, finish_run, mark_cancelled, taken_over
+from cog.engine.runner import (
+    RunEnd,
+    Runner,
+    RunnerDeps,
+    finish_run,
+    mark_cancelled,
+    taken_over,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +159,8 @@ class RunExecutor:
         self.deps.notify(run_id)
 
     async def _crashed(self, run_id: uuid.UUID, exc: Exception) -> None:
-        await finish_run(self.deps, run_id, RunStatus.failed, f"Cog hit an internal error: {exc!r}")
+        end = RunEnd(RunStatus.failed, f"Cog hit an internal error: {exc!r}")
+        await finish_run(self.deps, run_id, end)
 
     async def _heartbeat(self, run_id: uuid.UUID, task: asyncio.Task[RunStatus | None]) -> None:
         """Renew the claim every quarter of `stale_after_s`; look for a cancel, asked for in

@@ -205,12 +205,12 @@ class Runner:
 
     async def _end_run(self, session: AsyncSession) -> None:
         """In the last step's closing transaction: the run has succeeded."""
-        await end_run(session, self.run_id, RunStatus.succeeded, claim=self.claim, batch_id=None)
+        end = RunEnd(RunStatus.succeeded, claim=self.claim, batch_id=None)
+        await end.write(session, self.run_id)
 
     async def _finish_run(self, status: RunStatus, error: str | None = None) -> None:
-        await finish_run(
-            self.deps, self.run_id, status, error, claim=self.claim, batch_id=self.batch_id
-        )
+        end = RunEnd(status, error, claim=self.claim, batch_id=self.batch_id)
+        await finish_run(self.deps, self.run_id, end)
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -948,70 +948,68 @@ def _success(output: StepOutput, tally: _Tally) -> dict[str, Any]:
 
 
 class _LookUp:
-    """A run's batch not known to the caller: `finish_run` reads it."""
+    """A run's batch not known to the caller: the end of the run reads it."""
 
 
 _LOOK_UP = _LookUp()
 
 
-async def finish_run(
-    deps: RunnerDeps,
-    run_id: uuid.UUID,
-    status: RunStatus,
-    error: str | None = None,
-    *,
-    claim: str | None = None,
-    batch_id: uuid.UUID | _LookUp | None = _LOOK_UP,
-) -> None:
-    """End a run; steps that never started are cancelled (on a cancel) or skipped. A run of a
-    batch (`batch_id`, looked up unless given) settles its batch in the same transaction (it
-    may have been the last one). With a `claim`, only while the run is held under it (else
-    `RunTakenOver`, nothing written)."""
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ends. Steps that never started are cancelled (on a cancel) or skipped. A run
+    of a batch (`batch_id`, looked up unless given) settles its batch in the same transaction
+    (it may have been the last one). With a `claim`, only while the run is held under it
+    (else `RunTakenOver`, nothing written). A run that has ended already stays as it ended (a
+    cancel may come just after its last write)."""
+
+    status: RunStatus
+    error: str | None = None
+    claim: str | None = None
+    batch_id: uuid.UUID | _LookUp | None = _LOOK_UP
+
+    async def write(self, session: AsyncSession, run_id: uuid.UUID) -> None:
+        """End the run in the caller's transaction, which commits."""
+        batch_id = self.batch_id
+        if isinstance(batch_id, _LookUp):
+            batch_id = await runs_db.batch_of(session, run_id)
+        if batch_id is not None:
+            await batches_db.lock(session, batch_id)
+        ending = sa.update(JobRun).where(
+            JobRun.id == run_id, JobRun.status.in_([RunStatus.queued, RunStatus.running])
+        )
+        if self.claim is not None:
+            ending = ending.where(
+                JobRun.claimed_by == self.claim, JobRun.status == RunStatus.running
+            )
+        ended = await session.execute(
+            ending.values(
+                status=self.status, error=self.error, finished_at=utcnow(), claimed_by=None
+            )
+        )
+        if self.claim is not None and not ended.rowcount:  # type: ignore[attr-defined]
+            raise RunTakenOver(f"run {run_id} is no longer held by {self.claim}")
+        if self.status is not RunStatus.succeeded:  # a run succeeds once every step has ended
+            cancelled = self.status is RunStatus.cancelled
+            await session.execute(
+                sa.update(StepRun)
+                .where(
+                    StepRun.run_id == run_id,
+                    StepRun.status.in_([StepStatus.pending, StepStatus.running]),
+                )
+                .values(status=StepStatus.cancelled if cancelled else StepStatus.skipped)
+            )
+        if batch_id is not None:
+            await batches_db.settle(session, batch_id)
+
+
+async def finish_run(deps: RunnerDeps, run_id: uuid.UUID, end: RunEnd) -> None:
+    """End a run, in a transaction of its own."""
     async with deps.sessions() as session:
-        await end_run(session, run_id, status, error, claim=claim, batch_id=batch_id)
+        await end.write(session, run_id)
         await session.commit()
     deps.notify(run_id)
 
 
-async def end_run(
-    session: AsyncSession,
-    run_id: uuid.UUID,
-    status: RunStatus,
-    error: str | None = None,
-    *,
-    claim: str | None = None,
-    batch_id: uuid.UUID | _LookUp | None = _LOOK_UP,
-) -> None:
-    """`finish_run` in the caller's transaction, which commits."""
-    if isinstance(batch_id, _LookUp):
-        batch_id = await runs_db.batch_of(session, run_id)
-    if batch_id is not None:
-        await batches_db.lock(session, batch_id)
-    # A run that has ended stays as it ended (a cancel may come just after its last write).
-    ending = sa.update(JobRun).where(
-        JobRun.id == run_id, JobRun.status.in_([RunStatus.queued, RunStatus.running])
-    )
-    if claim is not None:
-        ending = ending.where(JobRun.claimed_by == claim, JobRun.status == RunStatus.running)
-    ended = await session.execute(
-        ending.values(status=status, error=error, finished_at=utcnow(), claimed_by=None)
-    )
-    if claim is not None and not ended.rowcount:  # type: ignore[attr-defined]
-        raise RunTakenOver(f"run {run_id} is no longer held by {claim}")
-    if status is not RunStatus.succeeded:  # a run succeeds once every step has ended
-        leftover = StepStatus.cancelled if status is RunStatus.cancelled else StepStatus.skipped
-        await session.execute(
-            sa.update(StepRun)
-            .where(
-                StepRun.run_id == run_id,
-                StepRun.status.in_([StepStatus.pending, StepStatus.running]),
-            )
-            .values(status=leftover)
-        )
-    if batch_id is not None:
-        await batches_db.settle(session, batch_id)
-
-
 async def mark_cancelled(deps: RunnerDeps, run_id: uuid.UUID) -> None:
     """Record a cancel: the step in flight and those after it are cancelled; what finished stays."""
-    await finish_run(deps, run_id, RunStatus.cancelled, "Cancelled by request.")
+    await finish_run(deps, run_id, RunEnd(RunStatus.cancelled, "Cancelled by request."))
