@@ -294,7 +294,8 @@ class Runner:
                 and _plain_image(spec)
                 and _may_start_early(following)
             )
-            calls_back = asyncio.Event() if early_next else None
+            # A future, not an event: this loop wakes the moment it is set, a turn sooner.
+            calls_back = asyncio.get_running_loop().create_future() if early_next else None
             hand_to = _Handoff() if early_next else None
             if following is None and _plain_image(spec) and self.batch_id is None:
                 # The run ends in the last step's closing transaction (a run of a batch settles
@@ -318,12 +319,12 @@ class Runner:
             steps.add(row, task, hand_to)
             waits: list[asyncio.Future[Any]] = [task]
             if calls_back is not None:
-                waits.append(asyncio.ensure_future(calls_back.wait()))
+                waits.append(calls_back)
             try:
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for waiting in waits[1:]:
-                    waiting.cancel()
+                if calls_back is not None:
+                    calls_back.cancel()  # no one waits for it any more
             # Once this step's calls are back, the steps before it end before the next starts:
             # one step keeps its images while the next one's calls are out, no more.
             ended = task.done() or not early_next
@@ -355,7 +356,7 @@ class Runner:
         *,
         after: asyncio.Task[StepOutput] | None = None,
         handoff: _Handoff | None = None,
-        calls_back: asyncio.Event | None = None,
+        calls_back: asyncio.Future[None] | None = None,
         hand_to: _Handoff | None = None,
     ) -> StepOutput:
         """Run one step. With `after` (the step before, still keeping its images), every write
@@ -588,7 +589,7 @@ class Runner:
         parents: list[Parent],
         tally: _Tally,
         marking: asyncio.Task[None] | None,
-        calls_back: asyncio.Event | None = None,
+        calls_back: asyncio.Future[None] | None = None,
         hand_to: _Handoff | None = None,
     ) -> tuple[StepOutput, bool]:
         """The step's output, and whether its success is recorded already: the transaction of
@@ -636,7 +637,7 @@ class Runner:
         finish: Callable[[list[str]], dict[str, Any] | None] | None = None,
         *,
         marking: asyncio.Task[None] | None = None,
-        calls_back: asyncio.Event | None = None,
+        calls_back: asyncio.Future[None] | None = None,
         hand_to: _Handoff | None = None,
     ) -> list[str]:
         """Make one image per call, all at once within the process's image slots, each kept
@@ -652,7 +653,7 @@ class Runner:
         texts: list[str] = []
         waiting = len(calls)
         if calls_back is not None and not waiting:
-            calls_back.set()
+            _set(calls_back)
 
         async def write_ledger(session: AsyncSession) -> None:
             # The attempts so far go with each image: a step cut short and resumed still
@@ -686,7 +687,7 @@ class Runner:
                 nonlocal waiting
                 waiting -= 1
                 if calls_back is not None and not waiting:
-                    calls_back.set()
+                    _set(calls_back)
                 if marking is not None:
                     await marked(marking)
                 lineage = parents if call.parents is None else call.parents
@@ -916,6 +917,12 @@ class _Handoff:
         self._write = None
         if not self._outcome.done():
             self._outcome.set_result(written and self._taken)
+
+
+def _set(future: asyncio.Future[None]) -> None:
+    """Resolve `future` unless it is done (or given up) already."""
+    if not future.done():
+        future.set_result(None)
 
 
 async def marked(marking: asyncio.Task[None]) -> None:
