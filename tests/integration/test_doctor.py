@@ -146,10 +146,10 @@ async def test_a_healthy_store_has_no_problem(cog: Runtime) -> None:
 
     report = await check(cog)
     # An image a model made gets its thumbnail when first shown: a notice, not a problem.
-    assert named(report) == {(Kind.thumbnail_missing, str(generated.id))}
+    assert named(report) == {(Kind.thumbnail_missing, str(generated["id"]))}
     assert report.healthy and not report.problems
     assert (report.images, report.objects, report.files_read, report.runs) == (3, 5, 3, 1)
-    assert report.bytes_read == sum(i.size_bytes for i in [*images, generated])
+    assert report.bytes_read == sum(i.size_bytes for i in images) + generated["size_bytes"]
     body = report.to_dict()
     assert body["healthy"] is True
     assert body["counts"]["thumbnail_missing"] == {"found": 1, "open": 0}
@@ -157,7 +157,7 @@ async def test_a_healthy_store_has_no_problem(cog: Runtime) -> None:
     assert "run_lost" not in body["counts"]  # the embedded executor has no queue to check
 
     await repair(cog, report)
-    thumb = await stored(cog, thumbnail_key(generated.id))
+    thumb = await stored(cog, thumbnail_key(generated["id"]))
     assert thumb is not None and thumbnail_fits(thumb, cog.settings.thumbnail_px, 32, 32)
     assert (await check(cog)).findings == []
 
