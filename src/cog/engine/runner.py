@@ -819,19 +819,20 @@ class _Steps:
 
     def __init__(self) -> None:
         self.outputs: list[StepOutput] = []
-        self._running: list[tuple[int, StepRun, asyncio.Task[StepOutput]]] = []
-        self._handoff: _Handoff | None = None
+        # Each step still running: its place in `outputs`, its row, its task, and what it
+        # takes from the step after it.
+        self._running: list[tuple[int, StepRun, asyncio.Task[StepOutput], _Handoff | None]] = []
 
     def add(self, row: StepRun, task: asyncio.Task[StepOutput], hand_to: _Handoff | None) -> None:
-        self._running.append((len(self.outputs), row, task))
+        self._running.append((len(self.outputs), row, task, hand_to))
         self.outputs.append(StepOutput())  # its place, until it ends (no step after reads it)
-        self._handoff = hand_to
 
     def last(self) -> tuple[asyncio.Task[StepOutput] | None, _Handoff | None]:
         """The last step started, while it is still running, and what it takes from the next."""
         if not self._running:
             return None, None
-        return self._running[-1][2], self._handoff
+        _, _, task, hand_to = self._running[-1]
+        return task, hand_to
 
     async def settle(self, *, but_last: bool = False) -> tuple[StepRun, StepFailed] | None:
         """Wait for every step still running (`but_last`: but the last one); their outputs
@@ -842,7 +843,7 @@ class _Steps:
         cut = len(self._running) - 1 if but_last else len(self._running)
         running, self._running = self._running[:cut], self._running[cut:]
         try:
-            for index, row, task in running:
+            for index, row, task, _ in running:
                 try:
                     self.outputs[index] = await task
                 except StepFailed as exc:
@@ -856,11 +857,12 @@ class _Steps:
 
     async def stop(self) -> None:
         """Stop the steps still running (the run was cancelled, or failed otherwise)."""
-        for _, _, task in self._running:
+        tasks = [task for _, _, task, _ in self._running]
+        for task in tasks:
             task.cancel()
-        if self._running:
-            await asyncio.wait([task for _, _, task in self._running])
-        for _, _, task in self._running:
+        if tasks:
+            await asyncio.wait(tasks)
+        for task in tasks:
             if not task.cancelled():
                 task.exception()  # seen: the error the run ends with is raised already
         self._running = []
@@ -981,13 +983,11 @@ class RunEnd:
             batch_id = await runs_db.batch_of(session, run_id)
         if batch_id is not None:
             await batches_db.lock(session, batch_id)
-        ending = sa.update(JobRun).where(
-            JobRun.id == run_id, JobRun.status.in_([RunStatus.queued, RunStatus.running])
-        )
         if self.claim is not None:
-            ending = ending.where(
-                JobRun.claimed_by == self.claim, JobRun.status == RunStatus.running
-            )
+            held = [JobRun.claimed_by == self.claim, JobRun.status == RunStatus.running]
+        else:  # a run that has ended stays as it ended
+            held = [JobRun.status.in_([RunStatus.queued, RunStatus.running])]
+        ending = sa.update(JobRun).where(JobRun.id == run_id, *held)
         ended = await session.execute(
             ending.values(
                 status=self.status, error=self.error, finished_at=utcnow(), claimed_by=None
