@@ -204,6 +204,39 @@ async def test_runs_are_history_with_the_steps_they_ran(
     ]
 
 
+async def test_starting_a_run_answers_it_as_queued_with_its_steps(
+    gemini_client: httpx.AsyncClient, series_with_image: Any
+) -> None:
+    series, _, _ = series_with_image
+    job = await make_job(gemini_client, series["id"])
+    steps = [
+        {"kind": "llm", "prompt": "Refine: {{ base_prompt }}"},
+        {"kind": "image", "prompt": "{{ steps[0].text }}", "config": {"count": 2}},
+    ]
+    await put_steps(gemini_client, job["id"], steps)
+    response = await gemini_client.post(f"/api/jobs/{job['id']}/runs")
+    assert response.status_code == 202, response.text
+    started = response.json()
+    assert started["status"] == "queued"
+    assert started["job_id"] == job["id"] and started["base_prompt"] == job["base_prompt"]
+    assert started["started_at"] is None and started["finished_at"] is None
+    assert started["error"] is None and started["attempts"] == 0
+    assert [(s["position"], s["kind"], s["prompt"]) for s in started["steps"]] == [
+        (0, "llm", "Refine: {{ base_prompt }}"),
+        (1, "image", "{{ steps[0].text }}"),
+    ]
+    assert started["steps"][1]["config"]["count"] == 2
+    for step in started["steps"]:
+        assert step["status"] == "pending"
+        assert step["image_ids"] == [] and step["attempt_log"] == [] and step["usage"] == {}
+        assert step["rendered_prompt"] is None and step["started_at"] is None
+    # The run as it is stored afterwards is the one answered, moved on by its executor.
+    final = await wait_for_run(gemini_client, started["id"])
+    assert final["status"] == "succeeded"
+    assert final["created_at"] == started["created_at"]
+    assert [s["prompt"] for s in final["steps"]] == [s["prompt"] for s in started["steps"]]
+
+
 async def test_429_and_503_are_retried_and_recorded(
     gemini_client: httpx.AsyncClient, gemini: Any, series_with_image: Any
 ) -> None:

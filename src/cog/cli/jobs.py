@@ -411,7 +411,7 @@ def jobs_run(
             ctx.session, jid, enqueue=ctx.settings.uses_queue and not wait
         )
         if not wait:
-            return await runs_service.view(ctx.session, started.id)
+            return started.view()
         runtime = ctx.runtime
         executor = EmbeddedExecutor(
             runtime.runner_deps(),

@@ -71,7 +71,7 @@ async def create(
     input_image_id: uuid.UUID | None = None,
     style: dict[str, Any] | None = None,
     flush: bool = True,
-) -> JobRun:
+) -> tuple[JobRun, list[StepRun]]:
     """A queued run with one pending step run per step of the snapshot. The caller commits
     (and flushes, when it adds many runs with `flush=False`)."""
     run = JobRun(
@@ -86,8 +86,7 @@ async def create(
         input_image_id=input_image_id,
         style=style,
     )
-    session.add(run)
-    session.add_all(
+    steps = [
         StepRun(
             run_id=run.id,
             position=position,
@@ -100,10 +99,12 @@ async def create(
             attempts=0,
         )
         for position, step in enumerate(snapshot)
-    )
+    ]
+    session.add(run)
+    session.add_all(steps)
     if flush:
         await session.flush()
-    return run
+    return run, steps
 
 
 async def page_of_job(

@@ -143,7 +143,7 @@ async def start(
     first = utcnow()
     runs = []
     for place, image_id in enumerate(ids):
-        run = await runs_db.create(
+        run, _ = await runs_db.create(
             session,
             job,
             snapshot,

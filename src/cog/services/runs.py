@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +27,24 @@ async def require(session: AsyncSession, run_id: uuid.UUID) -> JobRun:
     return found
 
 
-async def start(session: AsyncSession, job_id: uuid.UUID, *, enqueue: bool = False) -> JobRun:
+@dataclass(frozen=True)
+class Started:
+    """A run just queued, with its steps, as this transaction wrote them."""
+
+    run: JobRun
+    steps: list[StepRun]
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.run.id
+
+    def view(self) -> dict[str, Any]:
+        """The run as it was queued: what it shows before an executor takes it, with no
+        second read (one may have taken it already; its events and reads show what follows)."""
+        return snapshot(self.run, self.steps)
+
+
+async def start(session: AsyncSession, job_id: uuid.UUID, *, enqueue: bool = False) -> Started:
     """Queue a run of the job's current steps (snapshotted: later edits do not touch it).
 
     With `enqueue` (the queue executor), its job for `cog worker` is committed with it."""
@@ -38,11 +56,11 @@ async def start(session: AsyncSession, job_id: uuid.UUID, *, enqueue: bool = Fal
             "page, `cog jobs batch`, or POST /api/jobs/{id}/batches)."
         )
     style = await style_service.snapshot(session, job)
-    run = await runs_db.create(session, job, jobs_service.dump_steps(specs), style=style)
+    run, steps = await runs_db.create(session, job, jobs_service.dump_steps(specs), style=style)
     if enqueue:
         await queue_db.enqueue(session, run.id)
     await session.commit()
-    return run
+    return Started(run, steps)
 
 
 async def runnable_steps(session: AsyncSession, job_id: uuid.UUID) -> tuple[Job, list[StepSpec]]:

@@ -161,9 +161,9 @@ async def update_step(
 @router.post("/jobs/{job_id}/runs", response_model=RunOut, status_code=202)
 async def start_run(job_id: uuid.UUID, session: SessionDep, state: StateDep) -> RunOut:
     """Run the job now: its steps are snapshotted and the run is queued for the executor."""
-    run = await runs_service.start(session, job_id, enqueue=state.settings.uses_queue)
+    started = await runs_service.start(session, job_id, enqueue=state.settings.uses_queue)
     state.executor_wake()
-    return RunOut.model_validate(await runs_service.view(session, run.id))
+    return RunOut.model_validate(started.view())
 
 
 @router.get("/jobs/{job_id}/runs", response_model=RunList)

@@ -302,7 +302,7 @@ async def job_run(
         editor.status = "invalid"
         return await render_editor(request, session, job, editor, status_code=422)
     state.executor_wake()
-    run = RunOut.model_validate(await runs_service.view(session, started.id))
+    run = RunOut.model_validate(started.view())
     editor.message = "Saved and started a run."
     return await render_editor(request, session, job, editor, new_run=run)
 
