@@ -1,8 +1,11 @@
-"""Where images are decoded: threads of their own, a few at a time, at a lower CPU priority."""
+"""Where images are decoded: threads of their own, a few at a time, at a lower CPU priority.
+A model's image is checked whole without decoding its pixels: a small one on the loop."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import os
 import sys
 import threading
@@ -11,9 +14,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from PIL import Image
 
 from cog.config import Settings
-from cog.services.images import DECODE_NICENESS, decoding
+from cog.errors import Invalid
+from cog.services.images import CHECK_ON_LOOP_BYTES, DECODE_NICENESS, decoding, verify
 
 
 def settings(tmp_path: Path, slots: int = 2) -> Settings:
@@ -81,3 +86,29 @@ async def test_images_decode_on_no_more_threads_than_the_slots(tmp_path: Path) -
     for _ in range(20):
         await asyncio.gather(*(decoding(settings(tmp_path, slots=2), work) for _ in range(4)))
     assert len(threads) == 2
+
+
+def noise_png(side: int) -> bytes:
+    """A PNG that does not compress: its size grows with its side."""
+    out = io.BytesIO()
+    pixels = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+    pixels.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("side", [48, 320], ids=["on the loop", "in a thread"])
+async def test_a_models_image_is_checked_whole_whatever_its_size(tmp_path: Path, side: int) -> None:
+    data = noise_png(side)
+    assert (len(data) <= CHECK_ON_LOOP_BYTES) == (side == 48)
+    checked = await verify(settings(tmp_path), io.BytesIO(data), thumbnail=False)
+    assert (checked.info.width, checked.info.height) == (side, side)
+    assert checked.info.size_bytes == len(data)
+    assert checked.info.sha256 == hashlib.sha256(data).hexdigest()
+    assert checked.thumbnail is None  # made when first asked for
+
+    middle = len(data) // 2  # inside the pixel data: its chunk's checksum no longer matches
+    damaged = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+    with pytest.raises(Invalid, match="damaged"):
+        await verify(settings(tmp_path), io.BytesIO(damaged), thumbnail=False)
+    with pytest.raises(Invalid, match="damaged or truncated"):
+        await verify(settings(tmp_path), io.BytesIO(data[: len(data) * 2 // 3]), thumbnail=False)
