@@ -30,6 +30,8 @@ count N), warms up with two runs, then:
    ready together in one transaction), and the run's own start and finish, spread over the K
    steps. For scale, the time a full `verify_image` (decode and thumbnail, as an upload gets)
    takes for N of the server's images, one after another, is reported beside it.
+   So is how long `POST /api/jobs/{id}/runs` takes to answer (checking the steps, writing the
+   run): what a person waits for before the run starts.
 
 3. Fan-out: with L set, a second job of one llm step that lists M items (`--fanout-items`, 8;
    a structured answer) and one image step with `for_each` over them, run `--repeats` times.
@@ -173,7 +175,9 @@ def ms(start: str, end: str) -> float:
 
 async def run_once(client: httpx.AsyncClient, job_id: str, poll_s: float) -> dict[str, Any]:
     """Start a run, wait for it to end, answer its timings from its own timestamps."""
+    posted = time.perf_counter()
     response = await client.post(f"/api/jobs/{job_id}/runs")
+    start_ms = (time.perf_counter() - posted) * 1e3
     if response.status_code != 202:
         raise RuntimeError(f"POST runs answered {response.status_code}: {response.text}")
     run_id = response.json()["id"]
@@ -199,6 +203,7 @@ async def run_once(client: httpx.AsyncClient, job_id: str, poll_s: float) -> dic
     if made != expected:
         raise RuntimeError(f"run {run_id} made {made} images, expected {expected}")
     return {
+        "start_ms": start_ms,
         "wall_ms": ms(run["started_at"], run["finished_at"]),
         "queue_ms": ms(run["created_at"], run["started_at"]),
         "step_ms": [ms(s["started_at"], s["finished_at"]) for s in steps],
@@ -219,6 +224,7 @@ async def run_many(
         "walls_ms": [round(w, 1) for w in walls],
         "wall_ms": statistics.median(walls),
         "queue_ms": statistics.median(r["queue_ms"] for r in runs),
+        "start_ms": statistics.median(r["start_ms"] for r in runs),
         "step_ms": statistics.median(x for r in runs for x in r["step_ms"]),
         "lead_ms": statistics.median(r["lead_ms"] for r in runs),
         "gap_ms": statistics.median(gaps) if gaps else 0.0,
@@ -425,6 +431,7 @@ async def bench_database(
         "between_steps_ms": round(timed["gap_ms"], 1),
         "run_tail_ms": round(timed["tail_ms"], 1),
         "queue_ms": round(timed["queue_ms"], 1),
+        "start_answer_ms": round(at_zero["start_ms"], 2),
         "l0_wall_ms": round(at_zero["wall_ms"], 1),
         "l0_walls_ms": at_zero["walls_ms"],
         "l0_wall_per_step_ms": round(per_step_zero, 2),
@@ -517,6 +524,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         ("  queued before the claim (ms)", "queue_ms", "{:.1f}"),
         ("L = 0: run wall per step (ms)", "l0_wall_per_step_ms", "{:.2f}"),
         ("L = 0: N bare calls (ms)", "l0_bare_calls_ms", "{:.2f}"),
+        ("L = 0: POST runs answered in (ms)", "start_answer_ms", "{:.2f}"),
         (f"overhead per step (target < {OVERHEAD_TARGET_MS:g})", "overhead_ms_per_step", "{:.2f}"),
         ("  in CPU time of this process (ms)", "overhead_cpu_ms_per_step", "{:.2f}"),
         ("  verify + thumbnail of N images (ms)", "verify_ms_per_step", "{:.2f}"),
@@ -606,6 +614,10 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "the same difference in CPU time of this process (all its threads; the fake "
                 "server runs in another process): CPU per step of the runs at L = 0 minus CPU "
                 "per batch of N bare calls; less sensitive to other load on the machine"
+            ),
+            "start_answer_ms": (
+                "median time POST /api/jobs/{id}/runs takes to answer (the steps checked, the "
+                "run and its steps written and queued) over the runs at L = 0"
             ),
             "verify_ms_per_step": "N x median time of verify_image on one of the server's images",
             "fanout_wall_ms": (

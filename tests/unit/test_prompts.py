@@ -7,7 +7,14 @@ import tracemalloc
 
 import pytest
 
-from cog.engine.prompts import VARIABLES, SeriesContext, StepOutput, check_template, render
+from cog.engine.prompts import (
+    VARIABLES,
+    SeriesContext,
+    StepOutput,
+    check_template,
+    render,
+    variables_of,
+)
 from cog.errors import Invalid
 
 SERIES = SeriesContext(title="Autumn", description="Low sun, fog", tags=["autumn", "forest"])
@@ -89,6 +96,29 @@ def test_the_unknown_variables_message_lists_what_there_is() -> None:
 def test_every_problem_of_a_template_is_named() -> None:
     problems = check_template("{{ previous }}{{ steps[4] }}{{ nope }}{{ ''.__class__ }}", 0)
     assert len(problems) == 4, problems
+
+
+def test_a_template_read_again_is_judged_by_its_place_each_time() -> None:
+    """What a reading finds is kept by source; the step's place and extra variables still
+    decide, and a caller that changes an answer changes no later one."""
+    source = "{{ previous.text }} {{ steps[1].text }} {{ item }}"
+    at_two = check_template(source, 2, ("item",))
+    assert at_two == []
+    at_zero = check_template(source, 0, ("item",))
+    assert any("no `previous`" in p for p in at_zero), at_zero
+    assert any("`steps[1]`" in p and "does not run before" in p for p in at_zero), at_zero
+    without_item = check_template(source, 2)
+    assert len(without_item) == 1 and "`item`" in without_item[0], without_item
+    at_zero.clear()
+    without_item.append("changed by the caller")
+    assert len(check_template(source, 0, ("item",))) == 2
+    assert len(check_template(source, 2)) == 1
+    assert check_template("{{ broken", 1) == check_template("{{ broken", 1) != []
+
+    found = variables_of(source)
+    assert found == {"previous", "steps", "item"}
+    found.add("input")
+    assert variables_of(source) == {"previous", "steps", "item"}
 
 
 @pytest.mark.parametrize(

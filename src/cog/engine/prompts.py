@@ -115,29 +115,45 @@ class StepOutput:
         return self.text
 
 
+# Reading a template (parsing it, walking its tree) costs about a third of a millisecond. A
+# job's templates are read again on every edit of any of its steps and at the start of every
+# run, and are nearly always unchanged: what a reading finds is kept, by source, as `_compiled`
+# keeps the compiled ones. The answers depend on nothing else.
+
+
 def variables_of(source: str) -> set[str]:
     """The variables a template uses (none when it cannot be read; `check_template` says why)."""
+    return set(_variables(source))
+
+
+@functools.lru_cache(maxsize=512)
+def _variables(source: str) -> frozenset[str]:
     try:
         tree = _env.parse(source)
     except TemplateSyntaxError:
-        return set()
+        return frozenset()
     if _unsupported(tree):
-        return set()
+        return frozenset()
     codegen = _Introspection(_env)
     codegen.visit(tree)
-    return set(codegen.undeclared_identifiers)
+    return frozenset(codegen.undeclared_identifiers)
 
 
 def check_template(source: str, position: int, extra: Collection[str] = ()) -> list[str]:
     """Problems with a step's template: syntax, unknown variables, references forward.
     `extra` are variables this step has beside the usual ones (`item`, in a loop)."""
+    return list(_template_problems(source, position, tuple(extra)))
+
+
+@functools.lru_cache(maxsize=512)
+def _template_problems(source: str, position: int, extra: tuple[str, ...]) -> tuple[str, ...]:
     try:
         tree = _env.parse(source)
     except TemplateSyntaxError as exc:
-        return [f"the prompt is not a valid template (line {exc.lineno}: {exc.message})"]
+        return (f"the prompt is not a valid template (line {exc.lineno}: {exc.message})",)
     except RecursionError:
-        return ["the prompt nests too deeply to be read"]
-    return check_tree(tree, position, extra)
+        return ("the prompt nests too deeply to be read",)
+    return tuple(check_tree(tree, position, extra))
 
 
 def environment() -> PromptEnvironment:
