@@ -29,7 +29,7 @@ from jinja2.parser import Parser
 from jinja2.runtime import Undefined
 
 from cog.domain import StepKind
-from cog.engine.prompts import StepOutput, check_tree, environment
+from cog.engine.prompts import StepOutput, check_tree, environment, parsed
 from cog.engine.sandbox import OverBudget, budget, printed_size
 from cog.errors import Invalid
 
@@ -364,7 +364,7 @@ def prompt_problems(spec: StepSpec, position: int, specs: Sequence[StepSpec | No
     """What a step's prompt reads of earlier outputs (and of its loop's `item`) that is not
     there; the template itself is checked by `check_template`."""
     try:
-        tree = environment().parse(spec.prompt)
+        tree = parsed(spec.prompt)
         item_schema, _ = loop_items_schema(spec, position, specs)
         return field_problems(tree, position, specs, item_schema)
     except (TemplateSyntaxError, RecursionError):
@@ -384,7 +384,7 @@ def _tree(source: str, *, expression: bool) -> nodes.Template | None:
     """A step's template or expression, parsed (None when it cannot be). Kept: a run asks
     what each step reads, and parsing is most of what that costs."""
     try:
-        return _as_template(parse_expression(source)) if expression else environment().parse(source)
+        return _as_template(parse_expression(source)) if expression else parsed(source)
     except (TemplateSyntaxError, RecursionError):
         return None
 

@@ -117,8 +117,15 @@ class StepOutput:
 
 # Reading a template (parsing it, walking its tree) costs about a third of a millisecond. A
 # job's templates are read again on every edit of any of its steps and at the start of every
-# run, and are nearly always unchanged: what a reading finds is kept, by source, as `_compiled`
-# keeps the compiled ones. The answers depend on nothing else.
+# run, and are nearly always unchanged: the tree, and what a reading finds in it, are kept by
+# source, as `_compiled` keeps the compiled templates. The answers depend on nothing else.
+
+
+@functools.lru_cache(maxsize=512)
+def parsed(source: str) -> nodes.Template:
+    """A template's tree (raises `TemplateSyntaxError`, or `RecursionError` when it nests too
+    deeply). Shared by every reader of the same source: read it, never change it."""
+    return _env.parse(source)
 
 
 def variables_of(source: str) -> set[str]:
@@ -129,7 +136,7 @@ def variables_of(source: str) -> set[str]:
 @functools.lru_cache(maxsize=512)
 def _variables(source: str) -> frozenset[str]:
     try:
-        tree = _env.parse(source)
+        tree = parsed(source)
     except TemplateSyntaxError:
         return frozenset()
     if _unsupported(tree):
@@ -148,7 +155,7 @@ def check_template(source: str, position: int, extra: Collection[str] = ()) -> l
 @functools.lru_cache(maxsize=512)
 def _template_problems(source: str, position: int, extra: tuple[str, ...]) -> tuple[str, ...]:
     try:
-        tree = _env.parse(source)
+        tree = parsed(source)
     except TemplateSyntaxError as exc:
         return (f"the prompt is not a valid template (line {exc.lineno}: {exc.message})",)
     except RecursionError:
