@@ -23,7 +23,8 @@ count N), warms up with two runs, then:
 2. Overhead: with L = 0, the same run `--overhead-repeats` times; the run's wall time per step
    minus the time the provider calls alone take. That is measured by calling the Gemini provider
    directly (the same SDK, the same fake server, the same prompt) N times at once under the same
-   concurrency limit, many times over, and taking the median. What is left is what Cog adds per
+   concurrency limit, twice after each run (the two side by side: this machine's speed drifts
+   over a minute), and taking the median. What is left is what Cog adds per
    step: rendering and the step's decisions (condition, loop), its status writes, checking each
    image (its structure; the pixels are decoded, and the thumbnail made, when first shown),
    writing the file to the store, the image rows committed with the step's record (the images
@@ -217,7 +218,11 @@ async def run_once(client: httpx.AsyncClient, job_id: str, poll_s: float) -> dic
 async def run_many(
     client: httpx.AsyncClient, job_id: str, repeats: int, poll_s: float
 ) -> dict[str, Any]:
-    runs = [await run_once(client, job_id, poll_s) for _ in range(repeats)]
+    return summary([await run_once(client, job_id, poll_s) for _ in range(repeats)])
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the timings of `runs` (as `run_once` answers them)."""
     walls = [r["wall_ms"] for r in runs]
     gaps = [x for r in runs for x in r["gaps_ms"]]
     return {
@@ -296,23 +301,53 @@ class BareCalls:
             raise RuntimeError("the fake server answered without an image")
         self.last_image = result.data
 
-    async def _batch(self) -> float:
+    async def batch(self) -> float:
         started = time.perf_counter()
         async with asyncio.TaskGroup() as group:
             for _ in range(self.count):
                 group.create_task(self._one())
         return (time.perf_counter() - started) * 1000
 
+    async def warm(self) -> None:
+        for _ in range(2):  # connections open, code paths warm
+            await self.batch()
+
     async def measure(self, batches: int) -> tuple[float, float]:
         """Median wall time of a batch, and the CPU time this process spent per batch."""
-        for _ in range(2):  # connections open, code paths warm
-            await self._batch()
+        await self.warm()
         cpu = time.process_time()
-        walls = [await self._batch() for _ in range(batches)]
+        walls = [await self.batch() for _ in range(batches)]
         return statistics.median(walls), (time.process_time() - cpu) * 1000 / batches
 
     async def aclose(self) -> None:
         await self.provider.aclose()
+
+
+async def side_by_side(
+    client: httpx.AsyncClient, job_id: str, bare: BareCalls, repeats: int, poll_s: float
+) -> tuple[dict[str, Any], float, float, float]:
+    """Runs at L = 0, each followed by two batches of bare calls, so that both are measured
+    under the same conditions: this machine's speed drifts by tens of percent over a minute,
+    and a figure taken before the other would carry the drift into their difference. Answers
+    the runs' summary, the CPU time per run, the median wall time of a bare batch and the CPU
+    time per bare batch."""
+    await bare.warm()
+    runs: list[dict[str, Any]] = []
+    walls: list[float] = []
+    run_cpu = bare_cpu = 0.0
+    for _ in range(repeats):
+        cpu = time.process_time()
+        runs.append(await run_once(client, job_id, poll_s))
+        between = time.process_time()
+        walls += [await bare.batch() for _ in range(2)]
+        run_cpu += between - cpu
+        bare_cpu += time.process_time() - between
+    return (
+        summary(runs),
+        run_cpu * 1000 / repeats,
+        statistics.median(walls),
+        bare_cpu * 1000 / len(walls),
+    )
 
 
 def verify_ms(settings: Settings, data: bytes, repeats: int = 30) -> float:
@@ -370,10 +405,10 @@ async def bench_database(
             await run_many(client, job_id, 2, poll_s)
 
             console.print(f"{say} overhead, {args.overhead_repeats} runs at L = 0 …")
-            cpu = time.process_time()
-            at_zero = await run_many(client, job_id, args.overhead_repeats, poll_s)
-            cpu_per_step = (time.process_time() - cpu) * 1000 / (args.overhead_repeats * args.steps)
-            bare_zero, bare_cpu = await bare.measure(max(20, 2 * args.overhead_repeats))
+            at_zero, run_cpu, bare_zero, bare_cpu = await side_by_side(
+                client, job_id, bare, args.overhead_repeats, poll_s
+            )
+            cpu_per_step = run_cpu / args.steps
             image_ms = verify_ms(settings, bare.last_image)
 
             server.set_latency(latency_ms / 1000)
@@ -608,7 +643,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             "overhead_ms_per_step": (
                 "median run wall time at L = 0 divided by K, minus the median time of N "
                 "concurrent bare GeminiProvider.generate_image calls (same SDK, server, "
-                "concurrency limit) at L = 0"
+                "concurrency limit) at L = 0, two batches made after each run"
             ),
             "overhead_cpu_ms_per_step": (
                 "the same difference in CPU time of this process (all its threads; the fake "
