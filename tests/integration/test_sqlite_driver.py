@@ -5,6 +5,8 @@ statement is what SQLite said."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +17,7 @@ import aiosqlite
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
 
 from cog.db.session import make_engine, make_sessionmaker
 from cog.db.sqlite_driver import OneTripCursor
@@ -168,3 +171,48 @@ async def test_a_statement_cancelled_in_flight_leaves_no_transaction_open(
     await asyncio.sleep(0.5)  # the statement has ended in its thread
 
     assert await written_elsewhere(tmp_path, "after") == ["after"]
+
+
+async def test_a_cancel_while_a_connection_opens_closes_it(tmp_path: Path) -> None:
+    """aiosqlite opens the SQLite connection in its thread even when the task that waits for
+    it is cancelled; whatever is opened that way must end closed, not left to the collector."""
+    opened: list[_Tracked] = []
+
+    class _Tracked(sqlite3.Connection):
+        closed = False
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+        def close(self) -> None:
+            self.closed = True
+            super().close()
+
+    engine = make_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}",
+        poolclass=NullPool,  # every checkout opens a connection of its own
+        connect_args={"factory": _Tracked},
+    )
+
+    async def read_one() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    try:
+        for turns in range(6):  # cancel at each point of the opening in turn
+            task = asyncio.create_task(read_one())
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await read_one()  # the engine is unharmed
+        for _ in range(500):  # each closing is a trip to a thread of its own
+            if all(c.closed for c in opened):
+                break
+            await asyncio.sleep(0.01)
+        assert len(opened) >= 2
+        assert [c.closed for c in opened] == [True] * len(opened)
+    finally:
+        await engine.dispose()

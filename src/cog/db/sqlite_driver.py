@@ -10,10 +10,15 @@ the row count). A rollback with no transaction open makes no trip at all (the po
 each connection it takes back, even after a commit). Everything else (transactions, errors, the
 pool) is SQLAlchemy's adapter as it is; `cog.db.session` gives the module here (`dbapi()`) to
 every SQLite engine.
+
+Opening a connection is also done here, so that a cancel in the middle of it loses nothing:
+aiosqlite opens the SQLite connection in its thread, and when the task waiting for it is
+cancelled the thread opens it all the same and nothing ever closes it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import sqlite3
 from typing import Any
@@ -24,7 +29,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
-from sqlalchemy.util import EMPTY_DICT
+from sqlalchemy.util import EMPTY_DICT, await_
 
 # What one trip brings back: the description, the row count, the last row id, the rows.
 _Outcome = tuple[Any, int, int | None, list[Any]]
@@ -116,10 +121,31 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         super().rollback()
 
 
+async def _opened(connection: aiosqlite.Connection) -> aiosqlite.Connection:
+    """`connection`, open. The opening runs to its end in a task of its own; when the waiter
+    is cancelled, what it opens is closed as soon as it is open."""
+    opening: asyncio.Future[aiosqlite.Connection] = asyncio.ensure_future(connection)
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_unwanted)
+        raise
+
+
+def _close_unwanted(opening: asyncio.Future[aiosqlite.Connection]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().stop()  # closes the SQLite connection in its thread, which then ends
+
+
 class _DBAPI(AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, **kw: Any) -> _Connection:
-        adapted = super().connect(*arg, **kw)
-        return _Connection(self, adapted._connection)
+        if "async_creator_fn" in kw:  # `async_creator=`: the caller opens its own connections
+            return _Connection(self, super().connect(*arg, **kw)._connection)
+        connection = self.aiosqlite.connect(*arg, **kw)
+        connection._thread.daemon = True  # as SQLAlchemy's adapter does: never hold up exit
+        # Any: SQLAlchemy's adapter takes a protocol that aiosqlite's class does not declare.
+        opened: Any = await_(_opened(connection))
+        return _Connection(self, opened)
 
 
 def dbapi() -> AsyncAdapt_aiosqlite_dbapi:
