@@ -81,13 +81,16 @@ class TcpProxy:
             )
 
     async def _cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for writer in list(self._writers):
             _reset(writer)
         self._writers.clear()
+        if server is not None:
+            # Since Python 3.12 this waits for the server's connections too: the resets above
+            # end them, and `_accept` ends any that was still reaching the target.
+            await server.wait_closed()
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -95,6 +98,10 @@ class TcpProxy:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
             _reset(client_w)
+            return
+        if self._server is None:  # cut while this one was reaching the target
+            _reset(client_w)
+            _reset(server_w)
             return
         self._writers.update((client_w, server_w))
         try:
