@@ -169,10 +169,16 @@ def _open_and_check(
             )
         try:
             if thumbnail_px is None:
-                image.verify()  # must come straight after open; it leaves `image` unusable
-                fp.seek(0)
-                with Image.open(fp, formats=[fmt]) as again:
-                    sideways = _turned_sideways(again, decode=_may_hold_late_exif(again, fp))
+                # The orientation is read first, from what opening the file read: `verify`
+                # reads on from where opening stopped and leaves `image` unusable. EXIF that
+                # may sit after the pixels takes a second open and a decode.
+                late = _may_hold_late_exif(image, fp)
+                sideways = not late and _turned_sideways(image, decode=False)
+                image.verify()
+                if late:
+                    fp.seek(0)
+                    with Image.open(fp, formats=[fmt]) as again:
+                        sideways = _turned_sideways(again)
                 thumbnail = None
             else:
                 sideways = _turned_sideways(image)

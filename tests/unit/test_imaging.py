@@ -365,3 +365,20 @@ def test_an_image_a_model_made_turned_by_exif_is_measured_as_shown(after_pixels:
         io.BytesIO(upright), max_bytes=10**7, max_pixels=10**7, thumbnail_px=None
     )
     assert (verified.info.width, verified.info.height) == (300, 200)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+def test_a_jpeg_or_webp_a_model_made_turned_by_exif_is_measured_as_shown(fmt: str) -> None:
+    def made(orientation: int) -> bytes:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        out = io.BytesIO()
+        Image.new("RGB", (300, 200), (30, 90, 200)).save(out, format=fmt, exif=exif.tobytes())
+        return out.getvalue()
+
+    for orientation, shown in ((6, (200, 300)), (8, (200, 300)), (3, (300, 200)), (1, (300, 200))):
+        verified = verify_image(
+            io.BytesIO(made(orientation)), max_bytes=10**7, max_pixels=10**7, thumbnail_px=None
+        )
+        assert (verified.info.width, verified.info.height) == shown, orientation
+        assert verified.info.format == fmt
