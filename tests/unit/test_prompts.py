@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import tracemalloc
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -24,6 +27,29 @@ EARLIER = [
         "", ["3f1c0a6e-0000-4000-8000-000000000001", "3f1c0a6e-0000-4000-8000-000000000002"]
     ),
 ]
+
+
+@dataclass
+class Peak:
+    bytes: int = 0
+
+
+@contextlib.contextmanager
+def peak_memory() -> Iterator[Peak]:
+    """The most memory the block held at once beyond what was held before it. Tracing already
+    on (`PYTHONTRACEMALLOC`) is left on, and what it traced before is not counted."""
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    peak = Peak()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        yield peak
+        peak.bytes = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        if not tracing:
+            tracemalloc.stop()
 
 
 def run(source: str, steps: list[StepOutput] | None = None, base: str = "a fox at dawn") -> str:
@@ -152,16 +178,12 @@ def test_saving_a_template_computes_nothing() -> None:
         "{{ '%020000000d' % 1 }}",
         "{% if 'x' | center(20000000) %}{{ base_prompt }}{% endif %}",
     ]
-    tracemalloc.start()
     started = time.perf_counter()
-    try:
+    with peak_memory() as peak:
         for source in sources:
             assert check_template(source, 0) == [], source
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
     assert time.perf_counter() - started < 1.0
-    assert peak < 2_000_000
+    assert peak.bytes < 2_000_000
 
 
 # --- render -------------------------------------------------------------------------------------
@@ -309,14 +331,9 @@ def test_a_render_is_bounded_in_time_and_memory(source: str, expected: str) -> N
     assert time.perf_counter() - started < 2.0
     assert expected in caught.value.message
 
-    tracemalloc.start()  # a second time, for its memory: tracing makes it slower
-    try:
-        with pytest.raises(Invalid):
-            run(source)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 30_000_000
+    with peak_memory() as peak, pytest.raises(Invalid):  # again: tracing makes it slower
+        run(source)
+    assert peak.bytes < 30_000_000
 
 
 def test_a_render_within_the_budget_is_whole() -> None:
