@@ -217,6 +217,25 @@ def test_text_that_looks_like_markup_is_printed_as_it_is(cli: Cli) -> None:
     assert "a [/x] b" in shown.stdout
 
 
+def test_help_shows_each_summary_as_one_paragraph_and_the_defaults_it_names(cli: Cli) -> None:
+    jobs, worker, serve = cli.many(("jobs", "--help"), ("worker", "--help"), ("serve", "--help"))
+    assert jobs.code == worker.code == serve.code == 0, (jobs, worker, serve)
+    # Wide enough (COLUMNS=200) for each summary to fit on one line: the docstrings' own line
+    # breaks are not kept.
+    lines = [" ".join(line.strip("│ ").split()) for line in jobs.stdout.splitlines()]
+    assert any(
+        line.startswith("edit Edit the steps in $EDITOR.") and line.endswith("stay as they were.")
+        for line in lines
+    ), jobs.stdout
+    assert any(
+        line.startswith("run Run the job.") and line.endswith("that shares this database.")
+        for line in lines
+    ), jobs.stdout
+    # Square brackets in help text are text, not markup that swallows them.
+    assert "[default: COG_RUN_CONCURRENCY]" in worker.said
+    assert "[default: 127.0.0.1]" in serve.said
+
+
 def assert_not_found(results: list[Result], what: str) -> None:
     for result in results:
         assert result.code == 1, result

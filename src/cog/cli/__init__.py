@@ -12,7 +12,11 @@ from cog.cli.series import series_app
 from cog.cli.serve import db_app, serve
 from cog.cli.worker import worker
 
-app = typer.Typer(help="Cog: make and organize AI-generated image series.", no_args_is_help=True)
+app = typer.Typer(
+    help="Cog: make and organize AI-generated image series.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 app.command()(serve)
 app.command()(worker)
 app.command(help=DOCTOR_HELP)(doctor)
