@@ -67,6 +67,7 @@ def test_create_draft_run_show_and_list_with_the_preview_provider(cli: Cli) -> N
     found = re.search(rf"Created job Boats \[/x\] \[bold\] ({UUID})", created.said)
     assert found, created  # the title as it was typed, then the id
     job_id = found[1]
+    assert f"Next: `cog jobs draft {job_id}` to let the model write the steps" in created.said
 
     drafted = cli("jobs", "draft", job_id)
     assert drafted.code == 0, drafted

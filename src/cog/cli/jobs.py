@@ -166,7 +166,8 @@ def jobs_create(
     job = run(work)
     out.print(f"Created job [bold]{escape(job['title'])}[/bold] {job['id']}")
     out.print(
-        "Next: `cog jobs draft JOB` to let the model write the steps, or `cog jobs edit JOB`."
+        f"Next: `cog jobs draft {job['id']}` to let the model write the steps, "
+        f"or `cog jobs edit {job['id']}` to write them."
     )
 
 
