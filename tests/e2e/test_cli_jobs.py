@@ -120,6 +120,28 @@ def test_create_draft_run_show_and_list_with_the_preview_provider(cli: Cli) -> N
     assert "succeeded" in jobs.stdout  # its last run
 
 
+def test_run_progress_fits_a_narrow_terminal(cli: Cli) -> None:
+    series_id = cli("series", "create", "Narrow").stdout.split()[-1]
+    created = cli("jobs", "create", series_id, "--prompt", "a long harbour " * 12)
+    job_id = re.findall(UUID, created.stdout)[-1]
+    assert cli("jobs", "draft", job_id).code == 0
+    narrow = {"COLUMNS": "80"}
+    ran = cli("jobs", "run", job_id, "--wait", env=narrow)
+    assert ran.code == 0, ran
+    run_id = run_line(ran)[0]
+    shown = cli("runs", "show", run_id, env=narrow)
+    assert shown.code == 0, shown
+    for table in (ran.stderr, shown.stdout):
+        rows = [line for line in table.splitlines() if line.startswith("│")]
+        assert rows, table
+        assert all(len(line) <= 80 for line in table.splitlines()), table
+        for row in rows:  # the short columns whole, the output cut short
+            position, kind, status, images, output = (c.strip() for c in row.split("│")[1:-1])
+            assert position.isdigit() and images in ("", "1/1", "2/2", "3/3", "4/4"), row
+            assert kind in ("llm", "image") and status == "succeeded", row
+            assert output.endswith("…"), row
+
+
 @pytest.mark.postgres
 def test_run_wait_on_postgres(cli: Cli, pg_database: str) -> None:
     url = pg_url(pg_database)

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
@@ -360,14 +361,17 @@ def jobs_edit(
         return
 
 
-def _progress_table(view: dict[str, Any]) -> Table:
+def _progress_table(view: dict[str, Any], console: Console) -> Table:
     style = STATUS_STYLE.get(view["status"], "")
     table = Table(title=f"run {view['id'][:8]}  [{style}]{view['status']}[/{style}]", expand=False)
-    table.add_column("#")
-    table.add_column("kind")
-    table.add_column("status")
-    table.add_column("images")
-    table.add_column("output", max_width=70, overflow="ellipsis", no_wrap=True)
+    # The short columns keep their width on a narrow terminal; the output gives way (what the
+    # others take with their padding and the borders: about 38 characters).
+    table.add_column("#", no_wrap=True)
+    table.add_column("kind", no_wrap=True, min_width=len("image"))
+    table.add_column("status", no_wrap=True, min_width=len("succeeded"))
+    table.add_column("images", no_wrap=True, min_width=len("images"))
+    output_width = min(70, max(10, console.width - 38))
+    table.add_column("output", max_width=output_width, overflow="ellipsis", no_wrap=True)
     for s in view["steps"]:
         st = STATUS_STYLE.get(s["status"], "")
         wanted = s["config"].get("count", 1) if s["kind"] == "image" else 0
@@ -432,7 +436,7 @@ def jobs_run(
                     ended = task.done()
                     async with runtime.sessions() as session:
                         view = await runs_service.view(session, started.id)
-                    live.update(_progress_table(view))
+                    live.update(_progress_table(view, err))
                     if ended:
                         break
                     await runtime.notifier.wait(started.id, 0.5)
@@ -486,7 +490,7 @@ def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
     if as_json:
         print_json(view)
     else:
-        out.print(_progress_table(view))
+        out.print(_progress_table(view, out))
         if view["error"]:
             out.print(escape(view["error"]))
 
