@@ -206,6 +206,26 @@ def test_images_rm_removes_the_row_and_the_files(cli: Cli) -> None:
     assert "[red]kept.png" in table.stdout  # a name is shown as it is, never read as markup
 
 
+def test_ids_in_tables_are_never_cut_short_on_a_narrow_terminal(cli: Cli) -> None:
+    settings = cli.settings()
+
+    async def work(session: AsyncSession, store: ObjectStore) -> tuple[str, list[str]]:
+        series_id = await add_series(session, "A series with a rather long title", tags=["dusk"])
+        name = "a-file-name-long-enough-to-need-wrapping.png"
+        images = [await add_image(session, store, settings, series_id, name) for _ in range(2)]
+        return series_id, images
+
+    series_id, images = seed_data(cli, work)
+    narrow = {"COLUMNS": "80"}
+    listed = cli.many(("images", "list", series_id), ("series", "list"), env=narrow)
+    assert all(r.code == 0 for r in listed), listed
+    tables = [r.stdout for r in listed]
+    for table, ids in zip(tables, (images, [series_id]), strict=True):
+        assert all(len(line) <= 80 for line in table.splitlines()), table
+        for found in ids:
+            assert any(f"│ {found} │" in line for line in table.splitlines()), (found, table)
+
+
 def test_text_that_looks_like_markup_is_printed_as_it_is(cli: Cli) -> None:
     made = cli("series", "create", "a [/x] b", "--tag", "[bold]t")
     assert made.code == 0, made

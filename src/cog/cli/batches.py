@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cog.cli.common import Context, err, escape, fail, out, parse_id, print_json, run
+from cog.cli.common import Context, err, escape, fail, id_column, out, parse_id, print_json, run
 from cog.cli.jobs import STATUS_STYLE
 from cog.db import batches as batches_db
 from cog.db import runs as runs_db
@@ -260,7 +260,7 @@ def batches_show(batch_id: str, as_json: Annotated[bool, typer.Option("--json")]
         print_json(view)
         return
     out.print(_summary(view))
-    table = Table("#", "run", "status", "input image", "made", "error")
+    table = Table("#", "run", "status", id_column("input image"), "made", "error")
     for n, r in enumerate(view["runs"], 1):
         style = STATUS_STYLE.get(r["status"], "")
         table.add_row(
@@ -292,7 +292,7 @@ def batches_list(job_id: str, as_json: Annotated[bool, typer.Option("--json")] =
     if as_json:
         print_json(batches)
         return
-    table = Table("id", "status", "done", "succeeded", "failed", "created")
+    table = Table(id_column(), "status", "done", "succeeded", "failed", "created")
     for b in batches:
         style = STATUS_STYLE.get(b["status"], "")
         table.add_row(

@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Column
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog import event_loop
@@ -25,6 +26,14 @@ __all__ = ["Context", "err", "escape", "fail", "out", "parse_id", "print_json", 
 
 out = Console()
 err = Console(stderr=True)
+
+
+def id_column(header: str = "id") -> Column:
+    """A table column of ids, never cut short: an id is there to be copied into the next
+    command."""
+    return Column(header, no_wrap=True, min_width=len(str(uuid.UUID(int=0))))
+
+
 T = TypeVar("T")
 
 

@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cog.cli.common import Context, err, escape, fail, out, parse_id, print_json, run
+from cog.cli.common import Context, err, escape, fail, id_column, out, parse_id, print_json, run
 from cog.imaging import bytes_text
 from cog.services import batch as batch_service
 from cog.services import export as export_service
@@ -119,7 +119,7 @@ def images_list(
     if as_json:
         print_json([r.model_dump(mode="json") for r in rows])
         return
-    table = Table("id", "name / prompt", "size", "source", "tags", "added")
+    table = Table(id_column(), "name / prompt", "size", "source", "tags", "added")
     for i in rows:
         label = i.original_filename or (i.prompt or "")[:60]
         table.add_row(

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from cog.cli.common import Context, err, escape, fail, out, parse_id, print_json, run
+from cog.cli.common import Context, err, escape, fail, id_column, out, parse_id, print_json, run
 from cog.db import runs as runs_db
 from cog.domain import RunStatus
 from cog.engine.executor import EmbeddedExecutor, worker_name
@@ -215,7 +215,7 @@ def jobs_list(series_id: str, as_json: Annotated[bool, typer.Option("--json")] =
     if as_json:
         print_json(jobs)
         return
-    table = Table("id", "title", "steps", "last run")
+    table = Table(id_column(), "title", "steps", "last run")
     for j in jobs:
         last = j["runs"][0]["status"] if j["runs"] else ""
         table.add_row(j["id"], escape(j["title"]), str(len(j["steps"])), last)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cog.cli.common import Context, escape, fail, out, parse_id, print_json, run
+from cog.cli.common import Context, escape, fail, id_column, out, parse_id, print_json, run
 from cog.services import series as series_service
 from cog.services import style as style_service
 from cog.web.schemas import SeriesOut
@@ -22,7 +22,7 @@ INHERIT_HELP = (
 
 
 def _series_table(rows: list[SeriesOut]) -> Table:
-    table = Table("id", "title", "tags", "images", "sub-series")
+    table = Table(id_column(), "title", "tags", "images", "sub-series")
     for s in rows:
         table.add_row(
             str(s.id),
