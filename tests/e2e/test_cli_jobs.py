@@ -120,6 +120,34 @@ def test_create_draft_run_show_and_list_with_the_preview_provider(cli: Cli) -> N
     assert "succeeded" in jobs.stdout  # its last run
 
 
+def test_scripting_with_json_from_the_series_to_the_run(cli: Cli) -> None:
+    series = cli("series", "create", "Scripted", "--tag", "ink", "--json")
+    assert series.code == 0, series
+    assert (series.json()["title"], series.json()["tags"]) == ("Scripted", ["ink"])
+    series_id = series.json()["id"]
+
+    created = cli("jobs", "create", series_id, "--prompt", "a kite", "--json")
+    assert created.code == 0, created
+    job = created.json()
+    assert (job["series_id"], job["base_prompt"], job["steps"]) == (series_id, "a kite", [])
+
+    drafted = cli("jobs", "draft", job["id"], "--json")
+    assert drafted.code == 0, drafted
+    steps = drafted.json()["steps"]
+    assert len(steps) >= 2 and "image" in {s["kind"] for s in steps}
+
+    queued, ran = cli.many(
+        ("jobs", "run", job["id"], "--json"), ("jobs", "run", job["id"], "--wait", "--json")
+    )
+    assert queued.code == 0, queued
+    assert queued.json()["status"] == "queued" and queued.json()["job_id"] == job["id"]
+    assert ran.code == 0, ran
+    run = ran.json()  # stdout holds the JSON alone; the live progress went to stderr
+    assert run["status"] == "succeeded" and run["id"] != queued.json()["id"]
+    assert [s["status"] for s in run["steps"]] == ["succeeded"] * len(steps)
+    assert "succeeded" in ran.stderr
+
+
 def test_run_progress_fits_a_narrow_terminal(cli: Cli) -> None:
     series_id = cli("series", "create", "Narrow").stdout.split()[-1]
     created = cli("jobs", "create", series_id, "--prompt", "a long harbour " * 12)

@@ -11,7 +11,18 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cog.cli.common import Context, err, escape, fail, id_column, out, parse_id, print_json, run
+from cog.cli.common import (
+    Context,
+    JsonOption,
+    err,
+    escape,
+    fail,
+    id_column,
+    out,
+    parse_id,
+    print_json,
+    run,
+)
 from cog.cli.jobs import STATUS_STYLE
 from cog.db import batches as batches_db
 from cog.db import runs as runs_db
@@ -248,7 +259,7 @@ def _report(view: dict[str, Any], *, wait: bool, as_json: bool) -> None:
 
 
 @batches_app.command("show")
-def batches_show(batch_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def batches_show(batch_id: str, as_json: JsonOption = False) -> None:
     """Show a batch: its progress and each run (status, input image, images made, error)."""
     bid = parse_id(batch_id, "batch")
 
@@ -275,7 +286,7 @@ def batches_show(batch_id: str, as_json: Annotated[bool, typer.Option("--json")]
 
 
 @batches_app.command("list")
-def batches_list(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def batches_list(job_id: str, as_json: JsonOption = False) -> None:
     """List a job's batches, newest first."""
     jid = parse_id(job_id, "job")
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,6 +26,10 @@ __all__ = ["Context", "err", "escape", "fail", "out", "parse_id", "print_json", 
 
 out = Console()
 err = Console(stderr=True)
+
+
+# `--json`: what the command answers, as JSON on stdout, for scripts (progress stays on stderr).
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def id_column(header: str = "id") -> Column:

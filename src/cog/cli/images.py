@@ -22,7 +22,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cog.cli.common import Context, err, escape, fail, id_column, out, parse_id, print_json, run
+from cog.cli.common import (
+    Context,
+    JsonOption,
+    err,
+    escape,
+    fail,
+    id_column,
+    out,
+    parse_id,
+    print_json,
+    run,
+)
 from cog.imaging import bytes_text
 from cog.services import batch as batch_service
 from cog.services import export as export_service
@@ -101,7 +112,7 @@ def images_upload(
 def images_list(
     series_id: str,
     tag: TagOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List a series' images, newest first."""
     sid = parse_id(series_id, "series")
@@ -277,9 +288,7 @@ def images_rm(
 
 
 @images_app.command("versions")
-def images_versions(
-    image_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
-) -> None:
+def images_versions(image_id: str, as_json: JsonOption = False) -> None:
     """List an image's versions, oldest first; the current one is marked."""
     iid = parse_id(image_id, "image")
 

@@ -21,7 +21,18 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from cog.cli.common import Context, err, escape, fail, id_column, out, parse_id, print_json, run
+from cog.cli.common import (
+    Context,
+    JsonOption,
+    err,
+    escape,
+    fail,
+    id_column,
+    out,
+    parse_id,
+    print_json,
+    run,
+)
 from cog.db import runs as runs_db
 from cog.domain import RunStatus
 from cog.engine.executor import EmbeddedExecutor, worker_name
@@ -155,6 +166,7 @@ def jobs_create(
     style: StyleOption = None,
     style_images: StyleImageOption = None,
     style_count: StyleCountOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Create a job in a series from a base prompt."""
     sid = parse_id(series_id, "series")
@@ -165,6 +177,9 @@ def jobs_create(
         return await _job_dict(ctx, job.id)
 
     job = run(work)
+    if as_json:
+        print_json(job)
+        return
     out.print(f"Created job [bold]{escape(job['title'])}[/bold] {job['id']}")
     out.print(
         f"Next: `cog jobs draft {job['id']}` to let the model write the steps, "
@@ -179,6 +194,7 @@ def jobs_style(
     style_images: StyleImageOption = None,
     style_count: StyleCountOption = None,
     clear: Annotated[bool, typer.Option("--clear", help="No style source any more.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Set or change a job's style source (another series, or its own), or clear it."""
     jid = parse_id(job_id, "job")
@@ -194,11 +210,15 @@ def jobs_style(
         await jobs_service.update(ctx.session, jid, **fields)
         return await _job_dict(ctx, jid)
 
-    _print_job(run(work))
+    job = run(work)
+    if as_json:
+        print_json(job)
+    else:
+        _print_job(job)
 
 
 @jobs_app.command("list")
-def jobs_list(series_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def jobs_list(series_id: str, as_json: JsonOption = False) -> None:
     """List a series' jobs, newest first."""
     sid = parse_id(series_id, "series")
 
@@ -223,7 +243,7 @@ def jobs_list(series_id: str, as_json: Annotated[bool, typer.Option("--json")] =
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def jobs_show(job_id: str, as_json: JsonOption = False) -> None:
     """Show a job: its steps and its last runs."""
     jid = parse_id(job_id, "job")
 
@@ -238,7 +258,7 @@ def jobs_show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
 
 
 @jobs_app.command("draft")
-def jobs_draft(job_id: str) -> None:
+def jobs_draft(job_id: str, as_json: JsonOption = False) -> None:
     """Let the text model draft the steps from the base prompt and the series."""
     jid = parse_id(job_id, "job")
 
@@ -247,7 +267,11 @@ def jobs_draft(job_id: str) -> None:
             await jobs_service.draft(ctx.session, ctx.store, ctx.runtime.text_provider, jid)
         return await _job_dict(ctx, jid)
 
-    _print_job(run(work))
+    job = run(work)
+    if as_json:
+        print_json(job)
+    else:
+        _print_job(job)
 
 
 class _StepsDumper(yaml.SafeDumper):
@@ -406,6 +430,7 @@ def jobs_run(
     wait: Annotated[
         bool, typer.Option("--wait", help="Run it here and show its progress until it ends.")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Run the job. With --wait it runs in this terminal with live progress; without, it is
     queued for the `cog serve` (or `cog worker`) that shares this database."""
@@ -454,12 +479,16 @@ def jobs_run(
             return await runs_service.view(session, started.id)
 
     view = run(work)
-    if not wait:
+    if as_json:
+        print_json(view)
+    elif not wait:
         out.print(f"Queued run {view['id']}. Follow it with `cog runs show {view['id']}`.")
+    else:
+        made = sum(len(s["image_ids"]) for s in view["steps"])
+        style = STATUS_STYLE.get(view["status"], "")
+        out.print(f"Run {view['id']} [{style}]{view['status']}[/{style}]: {made} image(s) made.")
+    if not wait:
         return
-    made = sum(len(s["image_ids"]) for s in view["steps"])
-    style = STATUS_STYLE.get(view["status"], "")
-    out.print(f"Run {view['id']} [{style}]{view['status']}[/{style}]: {made} image(s) made.")
     if view["error"]:
         err.print(escape(view["error"]))
     if view["status"] != RunStatus.succeeded:
@@ -479,7 +508,7 @@ def jobs_rm(job_id: str) -> None:
 
 
 @runs_app.command("show")
-def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def runs_show(run_id: str, as_json: JsonOption = False) -> None:
     """Show a run: each step's status, output, images and error."""
     rid = parse_id(run_id, "run")
 

@@ -8,7 +8,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cog.cli.common import Context, escape, fail, id_column, out, parse_id, print_json, run
+from cog.cli.common import (
+    Context,
+    JsonOption,
+    escape,
+    fail,
+    id_column,
+    out,
+    parse_id,
+    print_json,
+    run,
+)
 from cog.services import series as series_service
 from cog.services import style as style_service
 from cog.web.schemas import SeriesOut
@@ -43,6 +53,7 @@ def series_create(
     ] = None,
     parent: Annotated[str | None, typer.Option(help="Create inside this series.")] = None,
     inherit: Annotated[bool, typer.Option("--inherit/--no-inherit", help=INHERIT_HELP)] = True,
+    as_json: JsonOption = False,
 ) -> None:
     """Create a series."""
     parent_id = parse_id(parent, "series") if parent else None
@@ -61,6 +72,9 @@ def series_create(
     if not title.strip():
         fail("a series needs a title.", 2)
     created = run(work)
+    if as_json:
+        print_json(created.model_dump(mode="json"))
+        return
     out.print(f"Created series [bold]{escape(created.title)}[/bold] {created.id}")
 
 
@@ -71,7 +85,7 @@ def series_list(
         str | None, typer.Option(help="Only series with this tag, at any depth.")
     ] = None,
     q: Annotated[str | None, typer.Option("-q", help="Search titles and descriptions.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List series."""
     parent_id = parse_id(parent, "series") if parent else None
@@ -102,9 +116,7 @@ def series_list(
 
 
 @series_app.command("show")
-def series_show(
-    series_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
-) -> None:
+def series_show(series_id: str, as_json: JsonOption = False) -> None:
     """Show a series with its breadcrumbs and counts."""
     sid = parse_id(series_id, "series")
 
