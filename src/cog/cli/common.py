@@ -22,7 +22,18 @@ from cog.errors import CogError
 from cog.runtime import Runtime
 from cog.storage import ObjectStore
 
-__all__ = ["Context", "err", "escape", "fail", "out", "parse_id", "print_json", "run"]
+__all__ = [
+    "Context",
+    "JsonOption",
+    "err",
+    "escape",
+    "fail",
+    "id_column",
+    "out",
+    "parse_id",
+    "print_json",
+    "run",
+]
 
 out = Console()
 err = Console(stderr=True)

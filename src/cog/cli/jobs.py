@@ -85,7 +85,10 @@ async def _job_dict(ctx: Context, job_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
-def _print_job(job: dict[str, Any]) -> None:
+def _print_job(job: dict[str, Any], *, as_json: bool = False) -> None:
+    if as_json:
+        print_json(job)
+        return
     out.print(f"[bold]{escape(job['title'])}[/bold]  {job['id']}  ({job['status']})")
     out.print(f"[dim]base prompt:[/dim] {escape(job['base_prompt'])}")
     if job["style_series_id"]:
@@ -210,11 +213,7 @@ def jobs_style(
         await jobs_service.update(ctx.session, jid, **fields)
         return await _job_dict(ctx, jid)
 
-    job = run(work)
-    if as_json:
-        print_json(job)
-    else:
-        _print_job(job)
+    _print_job(run(work), as_json=as_json)
 
 
 @jobs_app.command("list")
@@ -250,11 +249,7 @@ def jobs_show(job_id: str, as_json: JsonOption = False) -> None:
     async def work(ctx: Context) -> dict[str, Any]:
         return await _job_dict(ctx, jid)
 
-    job = run(work)
-    if as_json:
-        print_json(job)
-    else:
-        _print_job(job)
+    _print_job(run(work), as_json=as_json)
 
 
 @jobs_app.command("draft")
@@ -267,11 +262,7 @@ def jobs_draft(job_id: str, as_json: JsonOption = False) -> None:
             await jobs_service.draft(ctx.session, ctx.store, ctx.runtime.text_provider, jid)
         return await _job_dict(ctx, jid)
 
-    job = run(work)
-    if as_json:
-        print_json(job)
-    else:
-        _print_job(job)
+    _print_job(run(work), as_json=as_json)
 
 
 class _StepsDumper(yaml.SafeDumper):
