@@ -113,8 +113,7 @@ class ImageCommits:
         except BaseException:
             if not _committed(entry.outcome):
                 with anyio.CancelScope(shield=True):
-                    for key in files:
-                        await delete_quietly(self._store, key)
+                    await delete_quietly(self._store, *files)
             raise
 
     async def _commit(self, batch: list[_Entry]) -> None:

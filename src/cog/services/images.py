@@ -347,8 +347,7 @@ async def _persist(
         # the batch may stay behind: no row without its file, no file without its row.
         await session.rollback()
         with anyio.CancelScope(shield=True):
-            for key in written:
-                await delete_quietly(store, key)
+            await delete_quietly(store, *written)
         raise
 
 
@@ -429,20 +428,13 @@ async def delete_many(
         await session.rollback()
         raise changed_meanwhile()
     await session.commit()
-    await remove_files(store, keys)
+    await delete_quietly(store, *keys)
     return len(image_ids)
 
 
 def changed_meanwhile() -> Conflict:
     """Rows a change had checked were changed or deleted by someone else before it was made."""
     return Conflict("Some of the images changed meanwhile, so nothing was done; try again.")
-
-
-async def remove_files(store: ObjectStore, keys: Sequence[str]) -> None:
-    """Delete stored objects whose rows are gone; one that will not go is logged, not raised
-    (a stray file is harmless, and `cog doctor` finds it)."""
-    for key in keys:
-        await delete_quietly(store, key)
 
 
 async def file_of(engine: AsyncEngine, image_id: uuid.UUID) -> images_db.FileFacts:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +16,8 @@ from cog.db.pages import Page, check_limit
 from cog.engine.style_profile import MAX_PROFILE_CHARS
 from cog.errors import Conflict, Invalid, NotFound
 from cog.storage import ObjectStore
+from cog.storage.base import delete_quietly
 from cog.storage.keys import version_objects
-
-log = logging.getLogger(__name__)
 
 UNSET: Any = object()
 
@@ -192,16 +190,8 @@ async def delete(
     )
     await series_db.delete_many(session, ids)
     await session.commit()
-    await _remove_files(store, keys)
+    await delete_quietly(store, *keys)
     return len(image_ids)
-
-
-async def _remove_files(store: ObjectStore, keys: list[str]) -> None:
-    for key in keys:
-        try:
-            await store.delete(key)
-        except Exception:  # the rows are gone; a stray file is harmless and found by doctor
-            log.warning("could not delete stored object %s", key, exc_info=True)
 
 
 # --- what the pages show around a series ---------------------------------------------------------

@@ -375,8 +375,7 @@ async def _undo(session: AsyncSession, store: ObjectStore, written: list[str]) -
     # of it may stay behind: no row without its file, no file without its row.
     await session.rollback()
     with anyio.CancelScope(shield=True):
-        for key in written:
-            await delete_quietly(store, key)
+        await delete_quietly(store, *written)
 
 
 def _edit_error(exc: ProviderError) -> CogError:

@@ -136,10 +136,12 @@ class ObstoreStore:
             raise StoredObjectMissing(key) from exc
 
 
-async def delete_quietly(store: ObjectStore, key: str) -> None:
-    """Delete an object while undoing something else: a failure is logged, not raised, so it
-    never hides the error being handled."""
-    try:
-        await store.delete(key)
-    except Exception:
-        log.warning("could not delete stored object %s", key, exc_info=True)
+async def delete_quietly(store: ObjectStore, *keys: str) -> None:
+    """Delete objects while undoing something else, or whose rows are gone: a failure is
+    logged, not raised, so it never hides the error being handled (and a stray file is
+    harmless: `cog doctor` finds it)."""
+    for key in keys:
+        try:
+            await store.delete(key)
+        except Exception:
+            log.warning("could not delete stored object %s", key, exc_info=True)
