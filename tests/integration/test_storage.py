@@ -196,6 +196,30 @@ async def test_a_cancelled_put_leaves_no_object(object_store: ObjectStore) -> No
     assert await all_keys(object_store, "images/cc") == ["images/cc/kept.png"]
 
 
+async def test_a_put_cancelled_again_while_it_cleans_up_leaves_no_object(
+    object_store: ObjectStore,
+) -> None:
+    """A second `Task.cancel()` (a TaskGroup cancels, then whoever stops the group does) while
+    the cancelled put waits for its write and removes it: still nothing is left behind."""
+    data = os.urandom(300_000)
+    keys = [f"images/cd/{i}.png" for i in range(24)]
+    for i, key in enumerate(keys):
+        put = asyncio.ensure_future(object_store.put(key, data))
+        await asyncio.sleep(0)
+        if put.done():
+            await put
+            await object_store.delete(key)
+            continue
+        put.cancel()
+        for _ in range(1 + i % 3):
+            await asyncio.sleep(0.0003 * (i % 4))
+            put.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await put
+        await asyncio.sleep(0.02)  # time for a write the cancels did not stop to land
+    assert await all_keys(object_store, "images/cd") == []
+
+
 # --- the local folder ---------------------------------------------------------------------------
 
 

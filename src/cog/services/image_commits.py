@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.db.base import insert_rows
 from cog.db.models import Image, ImageVersion
 from cog.db.session import SessionMaker
+from cog.shield import to_the_end
 from cog.storage import ObjectStore
 from cog.storage.base import delete_quietly
 
@@ -112,8 +112,7 @@ class ImageCommits:
             await entry.outcome
         except BaseException:
             if not _committed(entry.outcome):
-                with anyio.CancelScope(shield=True):
-                    await delete_quietly(self._store, *files)
+                await to_the_end(delete_quietly(self._store, *files))
             raise
 
     async def _commit(self, batch: list[_Entry]) -> None:

@@ -39,6 +39,7 @@ from cog.imaging import (
 from cog.providers.base import InputImage
 from cog.services import series as series_service
 from cog.services.image_commits import BeforeCommit, ImageCommits, NewImage
+from cog.shield import to_the_end
 from cog.storage import ObjectStore, StoredObjectMissing
 from cog.storage.base import delete_quietly
 from cog.storage.keys import image_key, thumbnail_key
@@ -136,9 +137,7 @@ async def decoding(settings: Settings, work: Callable[[], T]) -> T:
         )
     async with limiter:
         done = asyncio.wrap_future(_decoders(settings.decode_concurrency).submit(work))
-        with anyio.CancelScope(shield=True):
-            result = await done
-    return result
+        return await to_the_end(done)
 
 
 async def verify(settings: Settings, fp: IO[bytes], *, thumbnail: bool = True) -> VerifiedImage:
@@ -346,8 +345,7 @@ async def _persist(
         # Whatever stopped us (a store error, the database, a cancelled request), nothing of
         # the batch may stay behind: no row without its file, no file without its row.
         await session.rollback()
-        with anyio.CancelScope(shield=True):
-            await delete_quietly(store, *written)
+        await to_the_end(delete_quietly(store, *written))
         raise
 
 

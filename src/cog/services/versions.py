@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cog.config import Settings
@@ -31,6 +30,7 @@ from cog.imaging import VerifiedImage, for_model
 from cog.providers.base import ImageProvider, InputImage
 from cog.services import images as images_service
 from cog.services.images import IncomingFile, display_name
+from cog.shield import to_the_end
 from cog.storage import ObjectStore, StoredObjectMissing
 from cog.storage.base import delete_quietly
 from cog.storage.keys import image_key, thumbnail_key, version_key
@@ -374,8 +374,7 @@ async def _undo(session: AsyncSession, store: ObjectStore, written: list[str]) -
     # Whatever stopped the change (a store error, the database, a cancelled request), nothing
     # of it may stay behind: no row without its file, no file without its row.
     await session.rollback()
-    with anyio.CancelScope(shield=True):
-        await delete_quietly(store, *written)
+    await to_the_end(delete_quietly(store, *written))
 
 
 def _edit_error(exc: ProviderError) -> CogError:

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import anyio
 import obstore
 from obstore.exceptions import NotFoundError
 
 from cog.errors import StoreError
+from cog.shield import to_the_end
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,7 @@ class ObstoreStore:
             # Cancelling the wait does not stop the write: obstore's own threads may finish it
             # a moment later. It is seen to its end, then removed: a cancelled put leaves
             # nothing behind, and every caller that cancels one may forget its key.
-            with anyio.CancelScope(shield=True):
-                with contextlib.suppress(Exception):
-                    await write
-                await delete_quietly(self, key)
+            await to_the_end(self._remove_after(write, key))
             raise
         except Exception as exc:
             log.warning("writing %s to %s failed: %r", key, self.name, exc)
@@ -90,6 +87,11 @@ class ObstoreStore:
                 "Cog could not write the file to its image store, so nothing was kept. "
                 "Try again; if it keeps failing, the server's log says why."
             ) from exc
+
+    async def _remove_after(self, write: asyncio.Future[Any], key: str) -> None:
+        with contextlib.suppress(Exception):
+            await write
+        await delete_quietly(self, key)
 
     async def get(self, key: str) -> bytes:
         try:
