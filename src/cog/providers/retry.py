@@ -22,6 +22,10 @@ from cog.providers.base import Attempt
 
 R = TypeVar("R")
 
+# The jitter of every retry. Seeding a generator reads the OS's entropy, which costs more than
+# the call it would serve: one generator is made once, not one per call.
+_JITTER = random.Random()
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -107,7 +111,7 @@ async def call_with_retry(
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_attempts),
-        wait=_PolicyWait(policy, rng or random.Random()),
+        wait=_PolicyWait(policy, rng or _JITTER),
         retry=retry_if_exception(is_retryable),
         sleep=sleep,
         reraise=True,
