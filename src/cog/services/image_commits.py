@@ -105,9 +105,8 @@ class ImageCommits:
                 if entry in self._queue:  # never taken into a transaction
                     self._queue.remove(entry)
                     raise
-                while not entry.outcome.done():
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.shield(entry.outcome)
+                with contextlib.suppress(Exception):  # its outcome is seen to below
+                    await to_the_end(entry.outcome)
                 raise  # committed or not, the cancellation goes on; the files are seen to below
             await entry.outcome
         except BaseException:
